@@ -1,0 +1,1 @@
+//! The consumer Lambda's logic. Filled in by the data-plane issue.

@@ -1,0 +1,377 @@
+//! The contract between the operator, the relay Lambda and event consumers.
+//!
+//! Two things live here and nowhere else:
+//! - [`RelayConfig`]: the relay's configuration, which the operator writes into the function's
+//!   environment ([`RelayConfig::to_env`]) and the relay reads at init ([`RelayConfig::from_env`]).
+//! - [`EventDetail`]: the `Detail` of every event the relay puts on the bus, which consumers parse.
+//!
+//! Changing either is a contract change: bump [`SCHEMA_VERSION`] for an incompatible envelope.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable names the operator sets on the Lambdas.
+pub mod env {
+    /// Name of the EventBridge bus the relay publishes to.
+    pub const BUS_NAME: &str = "OUTBOX_BUS_NAME";
+    /// JSON array of [`crate::EventMapping`]: which stream change becomes which event.
+    pub const EVENTS: &str = "OUTBOX_EVENTS";
+    /// Upper bound of one PutEvents request in bytes, as AWS computes entry sizes.
+    pub const REQUEST_SIZE_LIMIT_BYTES: &str = "OUTBOX_REQUEST_SIZE_LIMIT_BYTES";
+    /// Name of the DynamoDB table the writer puts items into.
+    pub const TABLE_NAME: &str = "OUTBOX_TABLE_NAME";
+    /// Name of the table's partition key attribute (the writer's id attribute).
+    pub const PARTITION_KEY: &str = "OUTBOX_PARTITION_KEY";
+}
+
+/// Version of the [`EventDetail`] envelope. Consumers should check it.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// Default PutEvents request size limit (256 KiB), what most accounts and emulators accept.
+pub const DEFAULT_REQUEST_SIZE_LIMIT_BYTES: usize = 262_144;
+/// Largest request size limit PutEvents accepts (1 MiB, raised in January 2026).
+pub const MAX_REQUEST_SIZE_LIMIT_BYTES: usize = 1_048_576;
+/// PutEvents takes at most this many entries per request.
+pub const MAX_ENTRIES_PER_REQUEST: usize = 10;
+
+/// A DynamoDB stream change type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ChangeType {
+    Insert,
+    Modify,
+    Remove,
+}
+
+impl ChangeType {
+    /// The stream record's `eventName` for this change type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Insert => "INSERT",
+            ChangeType::Modify => "MODIFY",
+            ChangeType::Remove => "REMOVE",
+        }
+    }
+
+    /// Parses a stream record's `eventName`.
+    pub fn from_event_name(name: &str) -> Option<Self> {
+        match name {
+            "INSERT" => Some(ChangeType::Insert),
+            "MODIFY" => Some(ChangeType::Modify),
+            "REMOVE" => Some(ChangeType::Remove),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ChangeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which part of a stream record becomes the event's `item`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum Payload {
+    NewImage,
+    OldImage,
+    Keys,
+}
+
+impl Payload {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Payload::NewImage => "newImage",
+            Payload::OldImage => "oldImage",
+            Payload::Keys => "keys",
+        }
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One mapping from a stream change type to the event the relay publishes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventMapping {
+    pub change: ChangeType,
+    pub source: String,
+    pub detail_type: String,
+    pub payload: Payload,
+}
+
+/// The relay's whole configuration, carried in its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    pub bus_name: String,
+    pub events: Vec<EventMapping>,
+    pub request_size_limit_bytes: usize,
+}
+
+/// Why a relay configuration was rejected. Each message names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+impl RelayConfig {
+    /// The environment the operator sets on the relay function.
+    pub fn to_env(&self) -> BTreeMap<String, String> {
+        let events = serde_json::to_string(&self.events).unwrap_or_else(|_| "[]".to_owned());
+        BTreeMap::from([
+            (env::BUS_NAME.to_owned(), self.bus_name.clone()),
+            (env::EVENTS.to_owned(), events),
+            (
+                env::REQUEST_SIZE_LIMIT_BYTES.to_owned(),
+                self.request_size_limit_bytes.to_string(),
+            ),
+        ])
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let bus_name = lookup(env::BUS_NAME)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Missing(env::BUS_NAME))?;
+        let raw_events = lookup(env::EVENTS).ok_or(ConfigError::Missing(env::EVENTS))?;
+        let events: Vec<EventMapping> =
+            serde_json::from_str(&raw_events).map_err(|e| ConfigError::Invalid {
+                var: env::EVENTS,
+                reason: format!("not a JSON array of event mappings: {e}"),
+            })?;
+        let request_size_limit_bytes = match lookup(env::REQUEST_SIZE_LIMIT_BYTES) {
+            None => DEFAULT_REQUEST_SIZE_LIMIT_BYTES,
+            Some(v) => v.trim().parse().map_err(|e| ConfigError::Invalid {
+                var: env::REQUEST_SIZE_LIMIT_BYTES,
+                reason: format!("{v:?} is not a byte count: {e}"),
+            })?,
+        };
+        let config = RelayConfig {
+            bus_name,
+            events,
+            request_size_limit_bytes,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules the relay relies on: at least one mapping, each change type once,
+    /// non-empty source and detail type, a size limit PutEvents can honour.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.events.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: env::EVENTS,
+                reason: "at least one event mapping is required".into(),
+            });
+        }
+        for (i, m) in self.events.iter().enumerate() {
+            if self.events[..i].iter().any(|o| o.change == m.change) {
+                return Err(ConfigError::Invalid {
+                    var: env::EVENTS,
+                    reason: format!("change type {} is mapped more than once", m.change),
+                });
+            }
+            if m.source.trim().is_empty() || m.detail_type.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    var: env::EVENTS,
+                    reason: format!("mapping for {} needs a non-empty source and detailType", m.change),
+                });
+            }
+            if m.change == ChangeType::Remove && m.payload == Payload::NewImage {
+                return Err(ConfigError::Invalid {
+                    var: env::EVENTS,
+                    reason: "REMOVE records have no new image; use oldImage or keys".into(),
+                });
+            }
+            if m.change == ChangeType::Insert && m.payload == Payload::OldImage {
+                return Err(ConfigError::Invalid {
+                    var: env::EVENTS,
+                    reason: "INSERT records have no old image; use newImage or keys".into(),
+                });
+            }
+        }
+        if self.request_size_limit_bytes < 1024
+            || self.request_size_limit_bytes > MAX_REQUEST_SIZE_LIMIT_BYTES
+        {
+            return Err(ConfigError::Invalid {
+                var: env::REQUEST_SIZE_LIMIT_BYTES,
+                reason: format!(
+                    "{} is outside 1024..={MAX_REQUEST_SIZE_LIMIT_BYTES}",
+                    self.request_size_limit_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The mapping for a change type, if one is configured.
+    pub fn mapping(&self, change: ChangeType) -> Option<&EventMapping> {
+        self.events.iter().find(|m| m.change == change)
+    }
+}
+
+/// The `Detail` of every event the relay publishes (schema version [`SCHEMA_VERSION`]).
+///
+/// EventBridge keeps no order across events and delivers at least once: consumers order the
+/// changes of one item by `sequenceNumber` and deduplicate on `eventId`, which is derived from
+/// the stream record and is the same on every redelivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDetail<Item = serde_json::Value> {
+    /// Deterministic id of the stream record (stable across redeliveries).
+    pub event_id: String,
+    /// Envelope version, [`SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// INSERT, MODIFY or REMOVE.
+    pub change: ChangeType,
+    /// The stream record's sequence number (order changes of one item by it, numerically).
+    pub sequence_number: String,
+    /// Name of the source table.
+    pub table: String,
+    /// The item's key attributes as plain JSON.
+    pub keys: serde_json::Value,
+    /// Which image `item` holds.
+    pub payload: Payload,
+    /// The chosen image as plain JSON (numbers keep every digit, sets are arrays, binary is base64).
+    pub item: Item,
+    /// When the change was written to the stream (RFC 3339, UTC).
+    pub approximate_creation_time: String,
+    /// True when a REMOVE was a TTL expiry by DynamoDB rather than a delete by a caller.
+    #[serde(default)]
+    pub ttl_expired: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RelayConfig {
+        RelayConfig {
+            bus_name: "orders".into(),
+            events: vec![
+                EventMapping {
+                    change: ChangeType::Insert,
+                    source: "myapp.users".into(),
+                    detail_type: "UserCreated".into(),
+                    payload: Payload::NewImage,
+                },
+                EventMapping {
+                    change: ChangeType::Remove,
+                    source: "myapp.users".into(),
+                    detail_type: "UserDeleted".into(),
+                    payload: Payload::OldImage,
+                },
+            ],
+            request_size_limit_bytes: 262_144,
+        }
+    }
+
+    #[test]
+    fn relay_config_round_trips_through_the_environment_the_operator_sets() {
+        let config = sample();
+        let env = config.to_env();
+        let back = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn missing_bus_name_names_the_variable() {
+        let mut env = sample().to_env();
+        env.remove(env::BUS_NAME);
+        let err = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert_eq!(err, ConfigError::Missing(env::BUS_NAME));
+        assert!(err.to_string().contains("OUTBOX_BUS_NAME"));
+    }
+
+    #[test]
+    fn malformed_events_json_names_the_variable() {
+        let mut env = sample().to_env();
+        env.insert(env::EVENTS.into(), "[{\"change\":\"UPSERT\"}]".into());
+        let err = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("OUTBOX_EVENTS"), "{err}");
+    }
+
+    #[test]
+    fn change_type_mapped_twice_is_rejected() {
+        let mut config = sample();
+        config.events[1].change = ChangeType::Insert;
+        config.events[1].payload = Payload::NewImage;
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("more than once"), "{err}");
+    }
+
+    #[test]
+    fn remove_with_new_image_is_rejected() {
+        let mut config = sample();
+        config.events[1].payload = Payload::NewImage;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn size_limit_out_of_range_is_rejected() {
+        let mut env = sample().to_env();
+        env.insert(env::REQUEST_SIZE_LIMIT_BYTES.into(), "2000000".into());
+        let err = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("OUTBOX_REQUEST_SIZE_LIMIT_BYTES"), "{err}");
+        env.insert(env::REQUEST_SIZE_LIMIT_BYTES.into(), "lots".into());
+        assert!(RelayConfig::from_lookup(|k| env.get(k).cloned()).is_err());
+    }
+
+    #[test]
+    fn default_size_limit_applies_when_unset() {
+        let mut env = sample().to_env();
+        env.remove(env::REQUEST_SIZE_LIMIT_BYTES);
+        let config = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(config.request_size_limit_bytes, DEFAULT_REQUEST_SIZE_LIMIT_BYTES);
+    }
+
+    #[test]
+    fn event_detail_uses_camel_case_field_names() {
+        let detail = EventDetail {
+            event_id: "id".into(),
+            schema_version: SCHEMA_VERSION.into(),
+            change: ChangeType::Remove,
+            sequence_number: "100".into(),
+            table: "users".into(),
+            keys: serde_json::json!({"id": "u1"}),
+            payload: Payload::OldImage,
+            item: serde_json::json!({"id": "u1"}),
+            approximate_creation_time: "2026-01-01T00:00:00Z".into(),
+            ttl_expired: true,
+        };
+        let v = serde_json::to_value(&detail).unwrap();
+        for key in [
+            "eventId",
+            "schemaVersion",
+            "change",
+            "sequenceNumber",
+            "table",
+            "keys",
+            "payload",
+            "item",
+            "approximateCreationTime",
+            "ttlExpired",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["change"], "REMOVE");
+        assert_eq!(v["payload"], "oldImage");
+    }
+}

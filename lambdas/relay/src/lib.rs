@@ -1,0 +1,1 @@
+//! The relay Lambda's logic. Filled in by the data-plane issue.

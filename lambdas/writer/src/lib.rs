@@ -1,0 +1,1 @@
+//! The writer Lambda's logic. Filled in by the data-plane issue.
