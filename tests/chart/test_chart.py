@@ -1,0 +1,598 @@
+"""Tests of the Helm chart, its values schema, the CRD copy it ships and the examples.
+
+Run by scripts/chart-test.sh (from `make test`) with the project venv. Helm is the Helm SDK
+bundled by helm-python-sdk (no helm binary); manifests are validated offline with
+kubernetes-validate; examples are validated against the CRD's schema with check-jsonschema.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+try:
+    import helm_python as helm
+except ImportError:  # reported by the `chart` fixture, never silently
+    helm = None
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = ROOT / "charts" / "outbox-operator"
+CRD_FILE = ROOT / "crds" / "outboxpipelines.yaml"
+CHART_CRD_FILE = CHART_DIR / "crds" / "outboxpipelines.yaml"
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+RELEASE = "outbox-operator"
+NAMESPACE = "outbox-system"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# What a user must set: everything else has a default.
+REQUIRED = {"clusterId": "test-cluster", "aws": {"region": "eu-west-1"}}
+
+SECRET = "aws-credentials"
+ROLE_ARN = "arn:aws:iam::123456789012:role/outbox-operator"
+
+# The install matrix: each case is what a user passes on top of REQUIRED.
+CASES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "localstack": {"aws": {"endpointUrl": "http://localstack:4566", "existingSecret": SECRET}},
+    "irsa": {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": ROLE_ARN}}},
+    "existing-secret": {"aws": {"existingSecret": SECRET}},
+    "two-replicas": {"replicaCount": 2},
+    "service-monitor": {
+        "metrics": {
+            "port": 9090,
+            "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+        }
+    },
+    "single-namespace": {"watchNamespace": "apps"},
+    "no-leader-election": {"leaderElection": {"enabled": False}},
+    "existing-service-account": {"serviceAccount": {"create": False, "name": "platform-outbox"}},
+    "everything-set": {
+        "image": {"repository": "registry.example.com/outbox-operator", "tag": "1.2.3", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "registry"}],
+        "allowAdoption": True,
+        "permissionsBoundaryArn": "arn:aws:iam::123456789012:policy/platform-boundary",
+        "resyncPeriod": "90s",
+        "concurrency": 8,
+        "logFormat": "text",
+        "leaderElection": {"leaseName": "outbox-leader"},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "topology.kubernetes.io/zone",
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "outbox-operator"}},
+                        },
+                    }
+                ]
+            }
+        },
+        "podAnnotations": {"example.com/team": "platform"},
+        "podLabels": {"team": "platform"},
+    },
+}
+
+PIPELINE_RULES = [
+    {"apiGroups": ["outbox.dev"], "resources": ["outboxpipelines"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["outbox.dev"], "resources": ["outboxpipelines/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["outbox.dev"], "resources": ["outboxpipelines/finalizers"], "verbs": ["update"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def lease_rules(name: str) -> list[dict[str, Any]]:
+    return [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [name],
+            "verbs": ["get", "update", "patch"],
+        },
+    ]
+
+
+POD_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip (visibly) when a tool is missing on a developer machine; fail under CI=true."""
+    if not ok:
+        if IN_CI:
+            pytest.fail(f"{what} (CI=true: a missing tool is a failure, not a skip)")
+        pytest.skip(what)
+
+
+def tool(name: str) -> str:
+    """A console script of the venv running pytest, else one on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    require(found is not None, f"{name} not found: run `make venv`")
+    assert found is not None
+    return found
+
+
+def merged(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge value layers, later ones winning (what repeated `-f` files do)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def values_for(case: str) -> dict[str, Any]:
+    return merged(REQUIRED, CASES[case])
+
+
+@pytest.fixture(scope="session")
+def chart():
+    require(helm is not None, "helm-python-sdk is not installed: run `make venv`")
+    loaded = helm.Chart.load(str(CHART_DIR))
+    yield loaded
+    loaded.close()
+
+
+class Rendered:
+    """The parsed objects of one render, with lookups by kind."""
+
+    def __init__(self, files: dict[str, str]):
+        self.files = {name: text for name, text in files.items() if not name.endswith("NOTES.txt")}
+        self.notes = next((text for name, text in files.items() if name.endswith("NOTES.txt")), "")
+        self.objects = [
+            doc for text in self.files.values() for doc in yaml.safe_load_all(text) if doc is not None
+        ]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = self.of_kind(kind)
+        assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+        return found[0]
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return self.one("Deployment")
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return self.deployment["spec"]["template"]["spec"]
+
+    @property
+    def container(self) -> dict[str, Any]:
+        (container,) = self.pod["containers"]
+        return container
+
+    @property
+    def env(self) -> dict[str, Any]:
+        """Env var name -> value, or -> valueFrom when it has one."""
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in self.container["env"]}
+
+
+def render(chart, values: dict[str, Any]) -> Rendered:
+    return Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
+
+
+@pytest.fixture(scope="session")
+def rendered(chart):
+    cache: dict[str, Rendered] = {}
+
+    def get(case: str) -> Rendered:
+        if case not in cache:
+            cache[case] = render(chart, values_for(case))
+        return cache[case]
+
+    return get
+
+
+def crd_document() -> dict[str, Any]:
+    assert CRD_FILE.exists(), f"{CRD_FILE.relative_to(ROOT)} is missing: run `make crd`"
+    return yaml.safe_load(CRD_FILE.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# lint and offline validation
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_chart_lints_without_warnings(case):
+    require(helm is not None, "helm-python-sdk is not installed: run `make venv`")
+    report = helm.lint(str(CHART_DIR), values_for(case), strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_rendered_manifest_passes_strict_offline_validation(rendered, case, tmp_path):
+    validator = tool("kubernetes-validate")
+    result = rendered(case)
+    # No offline schema knows the ServiceMonitor CRD; its fields are asserted in their own test.
+    objects = [o for o in result.objects if o["kind"] != "ServiceMonitor"]
+    paths = []
+    for i, obj in enumerate(objects):
+        path = tmp_path / f"{i:02d}-{obj['kind'].lower()}.yaml"
+        path.write_text(yaml.safe_dump(obj))
+        paths.append(str(path))
+    proc = subprocess.run([validator, "--strict", *paths], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # kubernetes-validate only warns (exit 0) for a kind it has no schema for: demand a pass each.
+    passed = [line for line in proc.stdout.splitlines() if line.startswith("INFO") and " passed " in line]
+    assert len(passed) == len(objects), proc.stdout
+
+
+def test_crd_passes_strict_offline_validation():
+    validator = tool("kubernetes-validate")
+    proc = subprocess.run([validator, "--strict", str(CRD_FILE)], capture_output=True, text=True)
+    assert proc.returncode == 0 and " passed " in proc.stdout, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# what each install renders
+
+
+def test_defaults_render_the_operator_objects_and_no_service_monitor(rendered):
+    kinds = sorted(o["kind"] for o in rendered("defaults").objects)
+    assert kinds == sorted(
+        ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    )
+    for obj in rendered("defaults").objects:
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]
+
+
+def test_defaults_set_exactly_the_operator_env_the_binary_reads(rendered, chart):
+    result = rendered("defaults")
+    assert result.env == {
+        "AWS_REGION": "eu-west-1",
+        "OUTBOX_CLUSTER_ID": "test-cluster",
+        "OUTBOX_ALLOW_ADOPTION": "false",
+        "OUTBOX_RESYNC_PERIOD": "5m",
+        "OUTBOX_CONCURRENCY": "4",
+        "OUTBOX_METRICS_PORT": "8080",
+        "OUTBOX_LOG_FORMAT": "json",
+        "OUTBOX_LEADER_ELECTION": "true",
+        "OUTBOX_LEASE_NAME": "outbox-operator",
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    }
+    assert result.container["args"] == ["run"]
+    assert result.container["image"] == f"outbox-operator:{chart.metadata['appVersion']}"
+    assert result.container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_localstack_install_points_every_aws_call_at_the_endpoint(rendered):
+    env = rendered("localstack").env
+    assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": SECRET, "key": "AWS_ACCESS_KEY_ID"}}
+
+
+def test_existing_secret_supplies_credentials_with_optional_session_token(rendered):
+    env = rendered("existing-secret").env
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": SECRET, "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": SECRET, "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env["AWS_SESSION_TOKEN"] == {
+        "secretKeyRef": {"name": SECRET, "key": "AWS_SESSION_TOKEN", "optional": True}
+    }
+    assert "AWS_ENDPOINT_URL" not in env
+
+
+def test_irsa_annotates_the_service_account_the_pod_runs_as(rendered):
+    result = rendered("irsa")
+    account = result.one("ServiceAccount")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": ROLE_ARN}
+    assert result.pod["serviceAccountName"] == account["metadata"]["name"]
+    # Static keys would take precedence over the web identity in the SDK's chain.
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(result.env)
+
+
+def test_existing_service_account_is_used_and_not_created(rendered):
+    result = rendered("existing-service-account")
+    assert result.of_kind("ServiceAccount") == []
+    assert result.pod["serviceAccountName"] == "platform-outbox"
+    for binding in result.of_kind("ClusterRoleBinding") + result.of_kind("RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "platform-outbox", "namespace": NAMESPACE}]
+
+
+def test_two_replicas_run_with_leader_election_on_a_lease(rendered):
+    result = rendered("two-replicas")
+    assert result.deployment["spec"]["replicas"] == 2
+    assert result.deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert result.env["OUTBOX_LEADER_ELECTION"] == "true"
+    assert result.env["OUTBOX_LEASE_NAME"] == "outbox-operator"
+    assert result.env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_without_leader_election_pods_never_overlap_and_no_lease_access(rendered):
+    result = rendered("no-leader-election")
+    assert result.deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert result.env["OUTBOX_LEADER_ELECTION"] == "false"
+    assert "OUTBOX_LEASE_NAME" not in result.env
+    assert result.of_kind("Role") == [] and result.of_kind("RoleBinding") == []
+
+
+def test_every_value_reaches_the_pod(rendered):
+    result = rendered("everything-set")
+    case = CASES["everything-set"]
+    env = result.env
+    assert env["OUTBOX_ALLOW_ADOPTION"] == "true"
+    assert env["OUTBOX_PERMISSIONS_BOUNDARY_ARN"] == case["permissionsBoundaryArn"]
+    assert env["OUTBOX_RESYNC_PERIOD"] == "90s"
+    assert env["OUTBOX_CONCURRENCY"] == "8"
+    assert env["OUTBOX_LOG_FORMAT"] == "text"
+    assert env["OUTBOX_LEASE_NAME"] == "outbox-leader"
+    assert result.container["image"] == "registry.example.com/outbox-operator:1.2.3"
+    assert result.container["imagePullPolicy"] == "Always"
+    assert result.container["resources"] == case["resources"]
+    assert result.pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert result.pod["nodeSelector"] == case["nodeSelector"]
+    assert result.pod["tolerations"] == case["tolerations"]
+    assert result.pod["affinity"] == case["affinity"]
+    template_meta = result.deployment["spec"]["template"]["metadata"]
+    assert template_meta["annotations"] == case["podAnnotations"]
+    assert template_meta["labels"]["team"] == "platform"
+    (lease_role,) = result.of_kind("Role")
+    assert lease_role["rules"] == lease_rules("outbox-leader")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pod_runs_non_root_read_only_without_privileges(rendered, case):
+    result = rendered(case)
+    assert result.pod["securityContext"] == POD_SECURITY_CONTEXT
+    assert result.container["securityContext"] == CONTAINER_SECURITY_CONTEXT
+    # With a read-only root filesystem, /tmp must be a writable emptyDir.
+    mounts = {m["mountPath"]: m["name"] for m in result.container["volumeMounts"]}
+    volumes = {v["name"]: v for v in result.pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+@pytest.mark.parametrize("case", ["defaults", "service-monitor"])
+def test_probes_and_metrics_service_use_the_operator_port(rendered, case):
+    result = rendered(case)
+    port = values_for(case).get("metrics", {}).get("port", 8080)
+    assert result.env["OUTBOX_METRICS_PORT"] == str(port)
+    assert result.container["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    assert result.container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert result.container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    service = result.one("Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = result.deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+# ---------------------------------------------------------------------------------------------
+# RBAC: only what the controller uses
+
+
+def all_rules(result: Rendered) -> list[dict[str, Any]]:
+    return [rule for kind in ("ClusterRole", "Role") for role in result.of_kind(kind) for rule in role["rules"]]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rbac_grants_nothing_beyond_what_the_controller_uses(rendered, case):
+    result = rendered(case)
+    lease = values_for(case).get("leaderElection", {})
+    expected = list(PIPELINE_RULES)
+    if lease.get("enabled", True):
+        expected += lease_rules(lease.get("leaseName", "outbox-operator"))
+    assert sorted(map(json.dumps, all_rules(result))) == sorted(map(json.dumps, expected))
+
+
+def test_cluster_wide_install_binds_the_cluster_role_to_the_service_account(rendered):
+    result = rendered("defaults")
+    role = result.one("ClusterRole")
+    assert role["rules"] == PIPELINE_RULES
+    binding = result.one("ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    account = result.one("ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+
+    lease_role = result.one("Role")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert lease_role["rules"] == lease_rules("outbox-operator")
+    lease_binding = result.one("RoleBinding")
+    assert lease_binding["metadata"]["namespace"] == NAMESPACE
+    assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+    assert lease_binding["subjects"] == binding["subjects"]
+
+
+def test_single_namespace_install_has_no_cluster_wide_access(rendered):
+    result = rendered("single-namespace")
+    assert result.of_kind("ClusterRole") == [] and result.of_kind("ClusterRoleBinding") == []
+    assert result.env["OUTBOX_NAMESPACE"] == "apps"
+    roles = {r["metadata"]["namespace"]: r for r in result.of_kind("Role")}
+    assert roles["apps"]["rules"] == PIPELINE_RULES
+    assert roles[NAMESPACE]["rules"] == lease_rules("outbox-operator")
+    bindings = {b["metadata"]["namespace"]: b for b in result.of_kind("RoleBinding")}
+    assert bindings["apps"]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": roles["apps"]["metadata"]["name"],
+    }
+    account = result.one("ServiceAccount")["metadata"]["name"]
+    assert bindings["apps"]["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+
+
+# ---------------------------------------------------------------------------------------------
+# ServiceMonitor (no offline schema knows it: every field is asserted here)
+
+
+def test_service_monitor_scrapes_the_metrics_service(rendered):
+    result = rendered("service-monitor")
+    monitor = result.one("ServiceMonitor")
+    service = result.one("Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert set(monitor["spec"]) == {"namespaceSelector", "selector", "endpoints"}
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    selector = monitor["spec"]["selector"]
+    assert set(selector) == {"matchLabels"}
+    assert selector["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "15s"}]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+
+
+# ---------------------------------------------------------------------------------------------
+# values the schema rejects (what `helm install` refuses before anything reaches the cluster)
+
+BAD_VALUES = {
+    "missing-cluster-id": ({"aws": {"region": "eu-west-1"}}, "clusterId"),
+    "empty-cluster-id": ({"clusterId": "", "aws": {"region": "eu-west-1"}}, "clusterId"),
+    "missing-region": ({"clusterId": "c1"}, "region"),
+    "unknown-log-format": (merged(REQUIRED, {"logFormat": "yaml"}), "logFormat"),
+    "two-replicas-without-leader-election": (
+        merged(REQUIRED, {"replicaCount": 2, "leaderElection": {"enabled": False}}),
+        "leaderElection",
+    ),
+    "unknown-top-level-key": (merged(REQUIRED, {"replicas": 2}), "replicas"),
+    "misspelled-nested-key": (merged(REQUIRED, {"aws": {"regoin": "eu-west-1"}}), "regoin"),
+    "zero-concurrency": (merged(REQUIRED, {"concurrency": 0}), "concurrency"),
+    "concurrency-as-string": (merged(REQUIRED, {"concurrency": "4"}), "concurrency"),
+    "privileged-metrics-port": (merged(REQUIRED, {"metrics": {"port": 80}}), "port"),
+    "resync-period-not-a-duration": (merged(REQUIRED, {"resyncPeriod": "five minutes"}), "resyncPeriod"),
+    "permissions-boundary-not-a-policy-arn": (
+        merged(REQUIRED, {"permissionsBoundaryArn": "platform-boundary"}),
+        "permissionsBoundaryArn",
+    ),
+    "endpoint-without-scheme": (merged(REQUIRED, {"aws": {"endpointUrl": "localstack:4566"}}), "endpointUrl"),
+    "existing-service-account-without-name": (merged(REQUIRED, {"serviceAccount": {"create": False}}), "name"),
+    "bad-pull-policy": (merged(REQUIRED, {"image": {"pullPolicy": "always"}}), "pullPolicy"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_values_schema_rejects_bad_values(chart, case):
+    values, named = BAD_VALUES[case]
+    with pytest.raises(helm.HelmValuesError) as rejected:
+        chart.validate_schema(values)
+    assert named in str(rejected.value), f"the rejection should name {named!r}: {rejected.value}"
+    # ...and a render (what install and template do) refuses them as well.
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_values_schema_accepts_the_required_values(chart):
+    chart.validate_schema(REQUIRED)  # raises if the schema rejected everything
+
+
+def test_templates_refuse_two_unleashed_replicas_even_without_the_schema(tmp_path):
+    # `helm install --skip-schema-validation` must still not start two reconcilers.
+    require(helm is not None, "helm-python-sdk is not installed: run `make venv`")
+    unchecked = tmp_path / "outbox-operator"
+    shutil.copytree(CHART_DIR, unchecked)
+    (unchecked / "values.schema.json").unlink()
+    values = merged(REQUIRED, {"replicaCount": 2, "leaderElection": {"enabled": False}})
+    with helm.Chart.load(str(unchecked)) as chart:
+        assert chart.schema is None
+        with pytest.raises(helm.HelmError) as refused:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        assert "requires leaderElection.enabled" in str(refused.value)
+        chart.render(REQUIRED, name=RELEASE, namespace=NAMESPACE)  # the guard alone lets good values by
+
+
+# ---------------------------------------------------------------------------------------------
+# the CRD and the examples
+
+
+def test_chart_crd_is_identical_to_the_generated_crd():
+    crd_document()
+    assert CHART_CRD_FILE.exists(), "charts/outbox-operator/crds/ has no CRD: run `make crd`"
+    assert CHART_CRD_FILE.read_bytes() == CRD_FILE.read_bytes(), "chart CRD is stale: run `make crd`"
+
+
+def test_helm_installs_the_outboxpipeline_crd(chart):
+    crds = [yaml.safe_load(c["data"]) for c in chart.crds]
+    names = [c["metadata"]["name"] for c in crds]
+    assert names == ["outboxpipelines.outbox.dev"]
+    (crd,) = crds
+    assert crd["spec"]["group"] == "outbox.dev"
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["kind"] == "OutboxPipeline"
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    assert version["served"] and version["storage"]
+    assert version["subresources"].get("status") == {}
+
+
+@pytest.fixture(scope="session")
+def crd_schema_file(tmp_path_factory) -> Path:
+    crd = crd_document()
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    path = tmp_path_factory.mktemp("crd") / "outboxpipeline.v1alpha1.schema.json"
+    # x-kubernetes-* keywords are unknown to JSON Schema and ignored by the validator.
+    path.write_text(json.dumps(version["schema"]["openAPIV3Schema"]))
+    return path
+
+
+def check_against_crd(schema: Path, document: Path) -> subprocess.CompletedProcess:
+    checker = tool("check-jsonschema")
+    return subprocess.run(
+        [checker, "--schemafile", str(schema), str(document)], capture_output=True, text=True
+    )
+
+
+def test_examples_include_the_ones_the_docs_and_e2e_use():
+    names = {p.name for p in EXAMPLES}
+    assert {"user-created.yaml", "user-lifecycle.yaml"} <= names, names
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_validates_against_the_crd_schema(crd_schema_file, example):
+    doc = yaml.safe_load(example.read_text())
+    assert doc["apiVersion"] == "outbox.dev/v1alpha1" and doc["kind"] == "OutboxPipeline"
+    proc = check_against_crd(crd_schema_file, example)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_crd_schema_check_rejects_a_malformed_pipeline(crd_schema_file, tmp_path):
+    # Guards the example check above against passing vacuously (e.g. an empty schema).
+    doc = yaml.safe_load((ROOT / "examples" / "user-created.yaml").read_text())
+    doc["spec"]["table"] = "not-an-object"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(doc))
+    proc = check_against_crd(crd_schema_file, broken)
+    assert proc.returncode != 0, proc.stdout
+    assert "table" in proc.stdout + proc.stderr
+
+
+def test_notes_tell_how_to_upgrade_the_crd_and_uninstall_safely(rendered):
+    notes = rendered("defaults").notes
+    assert "kubectl apply --server-side -f crds/outboxpipelines.yaml" in notes
+    assert "delete every OutboxPipeline" in notes
