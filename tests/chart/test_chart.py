@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,14 @@ def rendered(chart):
     return get
 
 
+def min_kube_version() -> str:
+    """The floor of Chart.yaml's kubeVersion (">=1.25.0-0" -> "1.25.0")."""
+    constraint = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["kubeVersion"]
+    match = re.fullmatch(r">=\s*v?(\d+\.\d+\.\d+)(-0)?", constraint.strip())
+    assert match, f"unexpected kubeVersion constraint {constraint!r}"
+    return match.group(1)
+
+
 def crd_document() -> dict[str, Any]:
     assert CRD_FILE.exists(), f"{CRD_FILE.relative_to(ROOT)} is missing: run `make crd`"
     return yaml.safe_load(CRD_FILE.read_text())
@@ -247,11 +256,14 @@ def test_every_rendered_manifest_passes_strict_offline_validation(rendered, case
         path = tmp_path / f"{i:02d}-{obj['kind'].lower()}.yaml"
         path.write_text(yaml.safe_dump(obj))
         paths.append(str(path))
-    proc = subprocess.run([validator, "--strict", *paths], capture_output=True, text=True)
+    # Against the oldest Kubernetes the chart supports and the newest the validator knows.
+    versions = [min_kube_version(), "1.37.0"]
+    args = [arg for v in versions for arg in ("-k", v)]
+    proc = subprocess.run([validator, "--strict", *args, *paths], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # kubernetes-validate only warns (exit 0) for a kind it has no schema for: demand a pass each.
     passed = [line for line in proc.stdout.splitlines() if line.startswith("INFO") and " passed " in line]
-    assert len(passed) == len(objects), proc.stdout
+    assert len(passed) == len(objects) * len(versions), proc.stdout
 
 
 def test_crd_passes_strict_offline_validation():
@@ -526,6 +538,43 @@ def test_templates_refuse_two_unleashed_replicas_even_without_the_schema(tmp_pat
             chart.render(values, name=RELEASE, namespace=NAMESPACE)
         assert "requires leaderElection.enabled" in str(refused.value)
         chart.render(REQUIRED, name=RELEASE, namespace=NAMESPACE)  # the guard alone lets good values by
+
+
+def schema_leaves(node: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of the values the schema accepts that users set directly (not sub-objects)."""
+    leaves: set[str] = set()
+    for key, sub in node.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if key == "global":
+            continue
+        if "properties" in sub:
+            leaves |= schema_leaves(sub, path + ".")
+        else:
+            leaves.add(path)
+    return leaves
+
+
+def test_every_value_has_a_default_and_a_comment_in_values_yaml():
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    documented: set[str] = set()
+    present: set[str] = set()
+    stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    for i, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not match:
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([k for _, k in stack] + [key])
+        stack.append((indent, key))
+        present.add(path)
+        if i > 0 and lines[i - 1].strip().startswith("#"):
+            documented.add(path)
+    leaves = schema_leaves(schema)
+    assert leaves - present == set(), "values the schema accepts but values.yaml does not show"
+    assert leaves - documented == set(), "values without a comment in values.yaml"
 
 
 # ---------------------------------------------------------------------------------------------
