@@ -191,7 +191,10 @@ impl RelayConfig {
             if m.source.trim().is_empty() || m.detail_type.trim().is_empty() {
                 return Err(ConfigError::Invalid {
                     var: env::EVENTS,
-                    reason: format!("mapping for {} needs a non-empty source and detailType", m.change),
+                    reason: format!(
+                        "mapping for {} needs a non-empty source and detailType",
+                        m.change
+                    ),
                 });
             }
             if m.change == ChangeType::Remove && m.payload == Payload::NewImage {
@@ -232,9 +235,13 @@ impl RelayConfig {
 /// EventBridge keeps no order across events and delivers at least once: consumers order the
 /// changes of one item by `sequenceNumber` and deduplicate on `eventId`, which is derived from
 /// the stream record and is the same on every redelivery.
+///
+/// `Item` and `Keys` default to [`serde_json::Value`]; a consumer that needs numbers with more
+/// digits than an `f64` holds parses them into its own types (or `Box<serde_json::value::RawValue>`,
+/// which the relay itself uses to write every digit).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventDetail<Item = serde_json::Value> {
+pub struct EventDetail<Item = serde_json::Value, Keys = serde_json::Value> {
     /// Deterministic id of the stream record (stable across redeliveries).
     pub event_id: String,
     /// Envelope version, [`SCHEMA_VERSION`].
@@ -246,7 +253,7 @@ pub struct EventDetail<Item = serde_json::Value> {
     /// Name of the source table.
     pub table: String,
     /// The item's key attributes as plain JSON.
-    pub keys: serde_json::Value,
+    pub keys: Keys,
     /// Which image `item` holds.
     pub payload: Payload,
     /// The chosen image as plain JSON (numbers keep every digit, sets are arrays, binary is base64).
@@ -256,6 +263,23 @@ pub struct EventDetail<Item = serde_json::Value> {
     /// True when a REMOVE was a TTL expiry by DynamoDB rather than a delete by a caller.
     #[serde(default)]
     pub ttl_expired: bool,
+}
+
+/// The example application's user: what the writer stores and what `item` holds in the
+/// `UserCreated`/`UserUpdated` (and, with an old-image payload, `UserDeleted`) events.
+///
+/// The id is not a field: it is the table's partition key (named by [`env::PARTITION_KEY`]) and
+/// arrives in [`EventDetail::keys`]. Unknown attributes are ignored, so the key attribute in
+/// `item` does not break parsing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub username: String,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// When the writer created the user (RFC 3339, UTC).
+    pub created_at: String,
 }
 
 #[cfg(test)]
@@ -329,7 +353,10 @@ mod tests {
         let mut env = sample().to_env();
         env.insert(env::REQUEST_SIZE_LIMIT_BYTES.into(), "2000000".into());
         let err = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
-        assert!(err.to_string().contains("OUTBOX_REQUEST_SIZE_LIMIT_BYTES"), "{err}");
+        assert!(
+            err.to_string().contains("OUTBOX_REQUEST_SIZE_LIMIT_BYTES"),
+            "{err}"
+        );
         env.insert(env::REQUEST_SIZE_LIMIT_BYTES.into(), "lots".into());
         assert!(RelayConfig::from_lookup(|k| env.get(k).cloned()).is_err());
     }
@@ -339,7 +366,10 @@ mod tests {
         let mut env = sample().to_env();
         env.remove(env::REQUEST_SIZE_LIMIT_BYTES);
         let config = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
-        assert_eq!(config.request_size_limit_bytes, DEFAULT_REQUEST_SIZE_LIMIT_BYTES);
+        assert_eq!(
+            config.request_size_limit_bytes,
+            DEFAULT_REQUEST_SIZE_LIMIT_BYTES
+        );
     }
 
     #[test]

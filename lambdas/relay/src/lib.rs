@@ -1,1 +1,241 @@
-//! The relay Lambda's logic. Filled in by the data-plane issue.
+//! The relay Lambda: DynamoDB stream batch → EventBridge events, lossless and in order.
+//!
+//! For each record, in stream order: look up the mapping for its change type (none: skip and
+//! count), turn the chosen image into plain JSON ([`json`]), wrap it in the contract's
+//! [`outbox_contract::EventDetail`] ([`event`]), pack entries into PutEvents requests ([`batch`])
+//! and publish them, retrying what is retryable while the invocation has time ([`publish`]).
+//! The first record that cannot be published is returned in `batchItemFailures`, so the event
+//! source mapping redelivers from it; no record after it is reported as done.
+
+pub mod batch;
+pub mod event;
+pub mod json;
+pub mod publish;
+
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::dynamodb::Event;
+use lambda_runtime::LambdaEvent;
+use outbox_contract::RelayConfig;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::event::{Disposition, Prepared, prepare};
+pub use crate::publish::RetryPolicy;
+use crate::publish::{StopReason, publish};
+
+/// The partial batch response (`ReportBatchItemFailures`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResponse {
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// One failed record, named by its sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemFailure {
+    pub item_identifier: String,
+}
+
+/// Errors that fail the whole invocation (Lambda then retries the whole batch).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The first unpublished record has no sequence number, so a partial batch response
+    /// cannot name it; failing the batch is the only way not to report it as done.
+    #[error("record {index} cannot be published and has no sequence number to report: {reason}")]
+    UnreportableRecord { index: usize, reason: String },
+}
+
+/// What one invocation did (also logged as one line).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub response: BatchResponse,
+    pub records: usize,
+    pub published: usize,
+    pub skipped: usize,
+    pub calls: usize,
+    pub retried: usize,
+}
+
+/// Per-invocation inputs that do not come from the event.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// When the invocation must have returned (from the Lambda context).
+    pub deadline: Instant,
+    /// The X-Ray trace header of the invocation, passed on as each entry's TraceHeader.
+    pub trace_header: Option<String>,
+}
+
+impl Invocation {
+    /// Reads the deadline and trace header from the Lambda context.
+    pub fn from_context(ctx: &lambda_runtime::Context) -> Self {
+        let left = ctx
+            .deadline()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Invocation {
+            deadline: Instant::now() + left,
+            trace_header: ctx.xray_trace_id.clone().filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// The relay: its configuration and EventBridge client, built once per execution environment.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    config: RelayConfig,
+    client: aws_sdk_eventbridge::Client,
+    retry: RetryPolicy,
+}
+
+impl Relay {
+    pub fn new(
+        config: RelayConfig,
+        client: aws_sdk_eventbridge::Client,
+        retry: RetryPolicy,
+    ) -> Self {
+        Relay {
+            config,
+            client,
+            retry,
+        }
+    }
+
+    /// The Lambda handler.
+    pub async fn handle(&self, event: LambdaEvent<Event>) -> Result<BatchResponse, RelayError> {
+        let invocation = Invocation::from_context(&event.context);
+        self.process(&event.payload, &invocation)
+            .await
+            .map(|r| r.response)
+    }
+
+    /// Publishes a stream batch; returns what happened, with the partial batch response.
+    pub async fn process(
+        &self,
+        event: &Event,
+        invocation: &Invocation,
+    ) -> Result<Report, RelayError> {
+        let mut report = Report {
+            records: event.records.len(),
+            ..Report::default()
+        };
+        // Records before the first one that cannot be prepared; that one (if any) is where
+        // publishing stops even when everything before it succeeds.
+        let mut ready: Vec<Prepared> = Vec::with_capacity(event.records.len());
+        let mut ready_record_index: Vec<usize> = Vec::with_capacity(event.records.len());
+        let mut unpreparable: Option<(usize, String)> = None;
+        for (index, record) in event.records.iter().enumerate() {
+            match prepare(record, &self.config, invocation.trace_header.as_deref()) {
+                Disposition::Publish(p) => {
+                    ready.push(p);
+                    ready_record_index.push(index);
+                }
+                Disposition::Skip(change) => {
+                    report.skipped += 1;
+                    tracing::debug!(%change, "no mapping for change type: record skipped");
+                }
+                Disposition::Fail(reason) => {
+                    tracing::error!(
+                        record = index,
+                        sequence_number = record.change.sequence_number.as_deref().unwrap_or(""),
+                        keys = %keys_for_log(record),
+                        error = %reason,
+                        "record cannot be published"
+                    );
+                    unpreparable = Some((index, reason.to_string()));
+                    break;
+                }
+            }
+        }
+
+        let outcome = publish(
+            &self.client,
+            &ready,
+            self.config.request_size_limit_bytes,
+            &self.retry,
+            invocation.deadline,
+        )
+        .await;
+        report.published = outcome.published;
+        report.calls = outcome.calls;
+        report.retried = outcome.retried;
+
+        let failed_record = match outcome.stopped_at {
+            Some((entry, reason)) => {
+                let record = ready_record_index.get(entry).copied().unwrap_or(0);
+                let prepared = ready.get(entry);
+                log_stop(&reason, record, prepared);
+                Some((record, format!("{reason:?}")))
+            }
+            None => unpreparable,
+        };
+        if let Some((index, reason)) = failed_record {
+            let sequence_number = event
+                .records
+                .get(index)
+                .and_then(|r| r.change.sequence_number.clone())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| RelayError::UnreportableRecord {
+                    index,
+                    reason: reason.clone(),
+                })?;
+            report.response.batch_item_failures.push(BatchItemFailure {
+                item_identifier: sequence_number,
+            });
+        }
+        tracing::info!(
+            records = report.records,
+            published = report.published,
+            skipped = report.skipped,
+            calls = report.calls,
+            retried = report.retried,
+            failed_sequence_number = report
+                .response
+                .batch_item_failures
+                .first()
+                .map(|f| f.item_identifier.as_str()),
+            "stream batch relayed"
+        );
+        Ok(report)
+    }
+}
+
+fn keys_for_log(record: &aws_lambda_events::dynamodb::EventRecord) -> String {
+    json::item_to_raw(&record.change.keys)
+        .map_or_else(|_| "<unreadable keys>".to_owned(), |k| k.get().to_owned())
+}
+
+fn log_stop(reason: &StopReason, record: usize, prepared: Option<&Prepared>) {
+    let sequence_number = prepared.map_or("", |p| p.sequence_number.as_str());
+    let keys = prepared.map_or("", |p| p.item_key.as_str());
+    match reason {
+        StopReason::Rejected { code, message } | StopReason::CallFailed { code, message } => {
+            tracing::error!(
+                record,
+                sequence_number,
+                keys,
+                code,
+                message,
+                "PutEvents rejected the event; the batch stops here"
+            );
+        }
+        StopReason::RetriesExhausted { last_code } => {
+            tracing::error!(
+                record,
+                sequence_number,
+                keys,
+                last_code,
+                "retries exhausted; the batch stops here"
+            );
+        }
+        StopReason::OutOfTime => {
+            tracing::warn!(
+                record,
+                sequence_number,
+                keys,
+                "invocation deadline near; the batch stops here"
+            );
+        }
+    }
+}

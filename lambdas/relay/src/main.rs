@@ -1,10 +1,42 @@
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+//! The relay Lambda's entry point: configuration and clients once, then the runtime loop.
+use anyhow::Context as _;
+use aws_sdk_eventbridge::config::retry::RetryConfig;
+use lambda_runtime::{LambdaEvent, service_fn};
+use outbox_contract::RelayConfig;
+use outbox_relay::{Relay, RetryPolicy};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().init();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
-        Ok::<_, Error>(event.payload)
-    }))
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+    let config = RelayConfig::from_env().context("invalid relay configuration")?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    // The relay retries itself (per entry, with backoff, within the invocation deadline), so
+    // the SDK's own retries are off.
+    let eb_config = aws_sdk_eventbridge::config::Builder::from(&sdk)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let relay = Relay::new(
+        config,
+        aws_sdk_eventbridge::Client::from_conf(eb_config),
+        RetryPolicy::default(),
+    );
+    let relay = &relay;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<aws_lambda_events::dynamodb::Event>| async move {
+            relay
+                .handle(event)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
     .await
+    .map_err(|e| anyhow::anyhow!(e))
 }

@@ -1,10 +1,27 @@
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+//! The writer Lambda's entry point: configuration and clients once, then the runtime loop.
+use anyhow::Context as _;
+use lambda_runtime::{LambdaEvent, service_fn};
+use outbox_writer::{Writer, WriterConfig};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().init();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
-        Ok::<_, Error>(event.payload)
-    }))
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .without_time()
+        .init();
+    let config = WriterConfig::from_env().context("invalid writer configuration")?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let writer = Writer::new(config, aws_sdk_dynamodb::Client::new(&sdk));
+    let writer = &writer;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            Ok::<_, lambda_runtime::Error>(writer.handle(event.payload).await)
+        },
+    ))
     .await
+    .map_err(|e| anyhow::anyhow!(e))
 }

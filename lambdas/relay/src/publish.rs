@@ -1,0 +1,288 @@
+//! Publishing prepared entries with PutEvents: in order, retrying what is retryable while the
+//! invocation has time left, and stopping at the first record that cannot be published.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_eventbridge::operation::put_events::PutEventsError;
+use rand::Rng as _;
+use tokio::time::Instant;
+
+use crate::batch::next_request_len;
+use crate::event::Prepared;
+
+/// Entry error codes PutEvents reports for an entry that may succeed when sent again.
+pub const RETRYABLE_ENTRY_CODES: [&str; 2] = ["ThrottlingException", "InternalFailure"];
+
+/// Call-level error codes that are worth another call.
+const TRANSIENT_CALL_CODES: [&str; 6] = [
+    "ThrottlingException",
+    "InternalFailure",
+    "InternalException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+];
+
+/// How hard to retry.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Delay before the first retry; doubles per consecutive failed call.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+    /// Sends of one entry before it counts as unpublishable.
+    pub max_attempts: u32,
+    /// Time kept free before the invocation deadline: no call or sleep ends inside it, so the
+    /// function always returns its batch response before Lambda times it out.
+    pub reserve: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+            max_attempts: 10,
+            reserve: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter: a random delay in [d/2, d], d = min(max, base·2^(n-1)).
+    pub fn delay(&self, consecutive_failures: u32) -> Duration {
+        let exp = consecutive_failures.saturating_sub(1).min(20);
+        let full = self
+            .base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
+        let half = full / 2;
+        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+    }
+}
+
+/// Why publishing stopped before every entry was published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// PutEvents rejected the entry with a code that retrying cannot fix.
+    Rejected { code: String, message: String },
+    /// The whole call failed with an error that retrying cannot fix.
+    CallFailed { code: String, message: String },
+    /// The entry was sent `max_attempts` times without success.
+    RetriesExhausted { last_code: String },
+    /// Not enough time left in the invocation for another attempt.
+    OutOfTime,
+}
+
+/// The result of publishing a queue of entries.
+#[derive(Debug, Default)]
+pub struct PublishOutcome {
+    /// Entries published, counted once each.
+    pub published: usize,
+    /// PutEvents calls made.
+    pub calls: usize,
+    /// Entry sends that were retries.
+    pub retried: usize,
+    /// The first entry (in stream order) that was not published, and why.
+    pub stopped_at: Option<(usize, StopReason)>,
+}
+
+struct Pending<'a> {
+    index: usize,
+    prepared: &'a Prepared,
+    attempts: u32,
+    last_code: String,
+}
+
+impl crate::batch::Packable for Pending<'_> {
+    fn item_key(&self) -> &str {
+        &self.prepared.item_key
+    }
+    fn size(&self) -> usize {
+        self.prepared.size
+    }
+}
+
+enum CallResult {
+    /// Per-entry outcome, in request order: None = published, Some(code, message) = failed.
+    Entries(Vec<Option<(String, String)>>),
+    Transient(String),
+    Terminal(String, String),
+}
+
+/// Publishes `entries` (in stream order) and reports how far it got.
+pub async fn publish(
+    client: &Client,
+    entries: &[Prepared],
+    limit_bytes: usize,
+    policy: &RetryPolicy,
+    deadline: Instant,
+) -> PublishOutcome {
+    let mut outcome = PublishOutcome::default();
+    let mut queue: VecDeque<Pending<'_>> = entries
+        .iter()
+        .enumerate()
+        .map(|(index, prepared)| Pending {
+            index,
+            prepared,
+            attempts: 0,
+            last_code: String::new(),
+        })
+        .collect();
+    let mut consecutive_failures = 0u32;
+
+    while !queue.is_empty() {
+        let n = next_request_len(queue.iter(), limit_bytes).max(1);
+        let front = queue.front().map_or(0, |p| p.index);
+        let Some(budget) = deadline
+            .checked_duration_since(Instant::now())
+            .and_then(|left| left.checked_sub(policy.reserve))
+            .filter(|b| !b.is_zero())
+        else {
+            outcome.stopped_at = Some((front, StopReason::OutOfTime));
+            return outcome;
+        };
+
+        let request: Vec<Pending<'_>> = queue.drain(..n).collect();
+        outcome.calls += 1;
+        outcome.retried += request.iter().filter(|p| p.attempts > 0).count();
+        let result = match tokio::time::timeout(budget, send(client, &request)).await {
+            Ok(result) => result,
+            Err(_) => CallResult::Transient("client-side timeout".to_owned()),
+        };
+
+        let mut failed: Vec<Pending<'_>> = Vec::new();
+        match result {
+            CallResult::Entries(results) => {
+                for (mut pending, result) in request.into_iter().zip(results) {
+                    pending.attempts += 1;
+                    match result {
+                        None => outcome.published += 1,
+                        Some((code, _)) if RETRYABLE_ENTRY_CODES.contains(&code.as_str()) => {
+                            pending.last_code = code;
+                            failed.push(pending);
+                        }
+                        Some((code, message)) => {
+                            // Report the earliest unpublished entry: a retryable one before it
+                            // in this request, or this one.
+                            let index = failed.first().map_or(pending.index, |p| p.index);
+                            outcome.stopped_at =
+                                Some((index, StopReason::Rejected { code, message }));
+                            return outcome;
+                        }
+                    }
+                }
+            }
+            CallResult::Terminal(code, message) => {
+                outcome.stopped_at = Some((front, StopReason::CallFailed { code, message }));
+                return outcome;
+            }
+            CallResult::Transient(code) => {
+                for mut pending in request {
+                    pending.attempts += 1;
+                    pending.last_code.clone_from(&code);
+                    failed.push(pending);
+                }
+            }
+        }
+
+        if failed.is_empty() {
+            consecutive_failures = 0;
+            continue;
+        }
+        if let Some(p) = failed.iter().find(|p| p.attempts >= policy.max_attempts) {
+            let index = failed.first().map_or(p.index, |f| f.index);
+            let last_code = p.last_code.clone();
+            outcome.stopped_at = Some((index, StopReason::RetriesExhausted { last_code }));
+            return outcome;
+        }
+        let first_failed = failed.first().map_or(front, |p| p.index);
+        // Failed entries go back to the front, in order, ahead of everything not yet sent.
+        for pending in failed.into_iter().rev() {
+            queue.push_front(pending);
+        }
+        consecutive_failures += 1;
+        let delay = policy.delay(consecutive_failures);
+        if Instant::now() + delay + policy.reserve >= deadline {
+            outcome.stopped_at = Some((first_failed, StopReason::OutOfTime));
+            return outcome;
+        }
+        tokio::time::sleep(delay).await;
+    }
+    outcome
+}
+
+async fn send(client: &Client, request: &[Pending<'_>]) -> CallResult {
+    let entries = request.iter().map(|p| p.prepared.entry.clone()).collect();
+    match client.put_events().set_entries(Some(entries)).send().await {
+        Ok(output) => {
+            let results = output.entries();
+            if results.len() != request.len() {
+                // Which entries were published is unknown: send them all again (duplicates
+                // carry the same event id).
+                return CallResult::Transient(format!(
+                    "PutEvents answered {} results for {} entries",
+                    results.len(),
+                    request.len()
+                ));
+            }
+            CallResult::Entries(
+                results
+                    .iter()
+                    .map(|r| {
+                        r.error_code().map(|code| {
+                            (
+                                code.to_owned(),
+                                r.error_message().unwrap_or_default().to_owned(),
+                            )
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        Err(err) => classify(&err),
+    }
+}
+
+fn classify(err: &SdkError<PutEventsError>) -> CallResult {
+    match err {
+        SdkError::ServiceError(ctx) => {
+            let code = ctx.err().code().unwrap_or("Unknown").to_owned();
+            let status = ctx.raw().status().as_u16();
+            if TRANSIENT_CALL_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
+                CallResult::Transient(code)
+            } else {
+                let message = ctx.err().message().unwrap_or_default().to_owned();
+                CallResult::Terminal(code, message)
+            }
+        }
+        SdkError::TimeoutError(_) => CallResult::Transient("TimeoutError".to_owned()),
+        SdkError::DispatchFailure(_) => CallResult::Transient("DispatchFailure".to_owned()),
+        SdkError::ResponseError(_) => CallResult::Transient("ResponseError".to_owned()),
+        other => CallResult::Terminal("ConstructionFailure".to_owned(), other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_is_capped() {
+        let policy = RetryPolicy::default();
+        for n in 1..=12 {
+            let full = (policy.base_delay * 2u32.pow(n - 1)).min(policy.max_delay);
+            let d = policy.delay(n);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {n}: {d:?} outside [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+        assert!(policy.delay(100) <= policy.max_delay);
+    }
+}
