@@ -1,0 +1,788 @@
+//! The `OutboxPipeline` API (group `outbox.dev`, version `v1alpha1`).
+//!
+//! Every field's `///` doc becomes its description in the CRD (what `kubectl explain` shows).
+//! Admission-time rules live here too: schema bounds (enums, ranges, patterns) and CEL rules
+//! (`x-kubernetes-validations`) for cross-field checks and immutability. Every string and list a
+//! CEL rule reads is bounded (`maxLength` / `maxItems`), or the API server rejects the rule as
+//! too expensive.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+pub use outbox_contract::{ChangeType, Payload};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the custom resources.
+pub const GROUP: &str = "outbox.dev";
+/// Annotation that pauses reconciliation of one pipeline when set to "true".
+pub const PAUSED_ANNOTATION: &str = "outbox.dev/paused";
+/// Finalizer the controller puts on every pipeline so AWS is cleaned before it goes.
+pub const FINALIZER: &str = "outbox.dev/cleanup";
+
+/// Desired state of a transactional outbox pipeline: a DynamoDB table with a stream, a relay
+/// Lambda that turns stream changes into domain events on an EventBridge bus, and the rules that
+/// route those events to consumers.
+#[allow(clippy::duplicated_attributes)] // kube's printcolumn(...) repeats type_ by design
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "outbox.dev",
+    version = "v1alpha1",
+    kind = "OutboxPipeline",
+    plural = "outboxpipelines",
+    singular = "outboxpipeline",
+    shortname = "obp",
+    category = "outbox",
+    namespaced,
+    cel,
+    status = "OutboxPipelineStatus",
+    doc = "An OutboxPipeline: a DynamoDB table whose stream a relay Lambda turns, losslessly and in order per item, into domain events on an EventBridge bus, routed by rules to consumers.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        priority = 1
+    ),
+    printcolumn(name = "Table", type_ = "string", json_path = ".status.tableName"),
+    printcolumn(name = "Bus", type_ = "string", json_path = ".status.busName"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!self.writer.enabled || (self.table.partitionKey.type == 'S' && !has(self.table.sortKey))")
+        .message("spec.writer.enabled: the bundled writer needs a string (S) partition key and no sort key in spec.table")
+        .field_path(".writer.enabled"),
+    validation = Rule::new("self.relay.events.all(e, !(e.change == 'REMOVE' && e.payload == 'newImage'))")
+        .message("spec.relay.events: a REMOVE record has no new image; use payload oldImage (NEW_AND_OLD_IMAGES stream) or keys")
+        .field_path(".relay.events"),
+    validation = Rule::new("self.relay.events.all(e, !(e.change == 'INSERT' && e.payload == 'oldImage'))")
+        .message("spec.relay.events: an INSERT record has no old image; use payload newImage or keys")
+        .field_path(".relay.events"),
+    validation = Rule::new("self.table.streamViewType != 'NEW_IMAGE' || self.relay.events.all(e, e.payload != 'oldImage')")
+        .message("spec.relay.events: payload oldImage needs spec.table.streamViewType NEW_AND_OLD_IMAGES (a NEW_IMAGE stream carries no old image)")
+        .field_path(".relay.events"),
+    validation = Rule::new("self.table.streamViewType != 'KEYS_ONLY' || self.relay.events.all(e, e.payload == 'keys')")
+        .message("spec.relay.events: a KEYS_ONLY stream carries only keys; every payload must be keys")
+        .field_path(".relay.events")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboxPipelineSpec {
+    /// AWS region of every resource of this pipeline (e.g. eu-west-1). When absent, the
+    /// operator's AWS configuration decides (AWS_REGION, profile, instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"))]
+    pub region: Option<String>,
+
+    /// The DynamoDB table the application writes to (the outbox), with its change stream.
+    pub table: TableSpec,
+
+    /// The EventBridge bus the relay publishes domain events to.
+    #[serde(default)]
+    pub bus: BusSpec,
+
+    /// The relay Lambda: which stream changes become which events, and how the stream is read.
+    pub relay: RelaySpec,
+
+    /// The bundled example writer Lambda (creates users in the table).
+    #[serde(default)]
+    pub writer: WriterSpec,
+
+    /// Consumers: one EventBridge rule each, routing matching events to a target.
+    #[serde(default)]
+    #[schemars(length(max = 50))]
+    #[x_kube(
+        validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))")
+            .message("spec.consumers: consumer names must be unique")
+    )]
+    pub consumers: Vec<ConsumerSpec>,
+
+    /// Tags applied to every AWS resource of this pipeline, besides the operator's ownership
+    /// tags. Keys may not start with "aws:" or "outbox.dev/" (reserved).
+    #[serde(default)]
+    #[schemars(schema_with = "tags_schema")]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn tags_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 40,
+        "additionalProperties": {"type": "string", "maxLength": 256},
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, size(k) <= 128 && !k.startsWith('aws:') && !k.startsWith('outbox.dev/'))",
+            "message": "spec.tags: keys are at most 128 characters and may not start with 'aws:' or 'outbox.dev/' (reserved)"
+        }]
+    })
+}
+
+/// The DynamoDB table with its stream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)")
+        .message("spec.table.name is immutable: a pipeline cannot move to another table")
+        .field_path(".name"),
+    validation = Rule::new("has(self.sortKey) == has(oldSelf.sortKey) && (!has(self.sortKey) || self.sortKey == oldSelf.sortKey)")
+        .message("spec.table.sortKey is immutable: a table's key schema cannot change")
+        .field_path(".sortKey"),
+    validation = Rule::new("self.billingMode == 'PROVISIONED' ? has(self.provisionedThroughput) : !has(self.provisionedThroughput)")
+        .message("spec.table.provisionedThroughput is required with billingMode PROVISIONED and not allowed with PAY_PER_REQUEST")
+        .field_path(".provisionedThroughput")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TableSpec {
+    /// Table name. When absent it is derived from the operator's cluster id and the pipeline's
+    /// namespace and name. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 255),
+        regex(pattern = r"^[a-zA-Z0-9_.-]{3,255}$")
+    )]
+    pub name: Option<String>,
+
+    /// The partition (hash) key attribute. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.table.partitionKey is immutable: a table's key schema cannot change"))]
+    pub partition_key: KeyAttribute,
+
+    /// Optional sort (range) key attribute. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_key: Option<KeyAttribute>,
+
+    /// PAY_PER_REQUEST (on-demand, default) or PROVISIONED (then provisionedThroughput is required).
+    #[serde(default)]
+    pub billing_mode: BillingMode,
+
+    /// Read and write capacity units; only with billingMode PROVISIONED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_throughput: Option<ProvisionedThroughput>,
+
+    /// What the stream records carry: NEW_IMAGE (default), NEW_AND_OLD_IMAGES or KEYS_ONLY.
+    /// Immutable: a new view type means a new stream, and changes written in between would be lost.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.table.streamViewType is immutable: changing it replaces the stream and loses changes"))]
+    pub stream_view_type: StreamViewType,
+
+    /// Continuous backups with point-in-time recovery (default true).
+    #[serde(default = "default_true")]
+    pub point_in_time_recovery: bool,
+
+    /// Protects the table against DeleteTable (default true). Must be false for
+    /// deletionPolicy Delete to remove the table.
+    #[serde(default = "default_true")]
+    pub deletion_protection: bool,
+
+    /// What happens to the table when the pipeline is deleted: Retain (default) keeps it and its
+    /// data; Delete removes it.
+    #[serde(default = "default_retain")]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Adopt a pre-existing table of this name that the operator did not create: it is tagged
+    /// and managed from then on. Also needs the operator flag --allow-adoption.
+    #[serde(default)]
+    pub adopt_existing: bool,
+}
+
+/// A key attribute of the table.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyAttribute {
+    /// Attribute name.
+    #[schemars(length(min = 1, max = 255))]
+    pub name: String,
+    /// Attribute type: S (string), N (number) or B (binary).
+    #[serde(rename = "type")]
+    pub attribute_type: KeyType,
+}
+
+/// DynamoDB scalar key type.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[schemars(extend("maxLength" = 1))]
+pub enum KeyType {
+    S,
+    N,
+    B,
+}
+
+/// DynamoDB billing mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[schemars(extend("maxLength" = 15))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BillingMode {
+    #[default]
+    PayPerRequest,
+    Provisioned,
+}
+
+/// Provisioned capacity of the table.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProvisionedThroughput {
+    /// Read capacity units (1..40000).
+    #[schemars(range(min = 1, max = 40000))]
+    pub read_capacity_units: i64,
+    /// Write capacity units (1..40000).
+    #[schemars(range(min = 1, max = 40000))]
+    pub write_capacity_units: i64,
+}
+
+/// DynamoDB stream view type.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[schemars(extend("maxLength" = 18))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamViewType {
+    #[default]
+    NewImage,
+    NewAndOldImages,
+    KeysOnly,
+}
+
+impl StreamViewType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamViewType::NewImage => "NEW_IMAGE",
+            StreamViewType::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+            StreamViewType::KeysOnly => "KEYS_ONLY",
+        }
+    }
+}
+
+/// What happens to an AWS resource when its pipeline is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[schemars(extend("maxLength" = 6))]
+pub enum DeletionPolicy {
+    Retain,
+    Delete,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_retain() -> DeletionPolicy {
+    DeletionPolicy::Retain
+}
+fn default_delete() -> DeletionPolicy {
+    DeletionPolicy::Delete
+}
+
+/// The EventBridge bus.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BusSpec {
+    /// Bus name. When absent it is derived from the operator's cluster id and the pipeline's
+    /// namespace and name. The account's "default" bus cannot be owned by a pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9._-]{1,256}$")
+    )]
+    #[x_kube(validation = Rule::new("self != 'default'").message("spec.bus.name: the account's default bus cannot be owned by a pipeline; choose another name"))]
+    pub name: Option<String>,
+
+    /// What happens to the bus when the pipeline is deleted: Delete (default) or Retain.
+    #[serde(default = "default_delete")]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for BusSpec {
+    fn default() -> Self {
+        BusSpec {
+            name: None,
+            deletion_policy: DeletionPolicy::Delete,
+        }
+    }
+}
+
+/// The relay Lambda and its event source mapping on the table's stream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelaySpec {
+    /// Which stream changes become which events. At least one; each change type at most once.
+    /// Changes with no entry are filtered out before they reach the relay.
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(
+        validation = Rule::new("self.all(e, self.exists_one(f, f.change == e.change))")
+            .message("spec.relay.events: each change type (INSERT, MODIFY, REMOVE) may be mapped at most once")
+    )]
+    pub events: Vec<EventMappingSpec>,
+
+    /// Records per relay invocation (1..10000, default 100).
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub batch_size: i32,
+
+    /// Seconds to gather records before invoking the relay (0..300, default 0).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 300))]
+    pub maximum_batching_window_seconds: i32,
+
+    /// Where a new mapping starts reading: TRIM_HORIZON (default: every change still in the
+    /// stream) or LATEST (can miss changes made while the mapping is created).
+    #[serde(default)]
+    pub starting_position: StartingPosition,
+
+    /// Retries of a failed batch before it goes to the on-failure destination (0..10000, default 10).
+    #[serde(default = "default_max_retry_attempts")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub maximum_retry_attempts: i32,
+
+    /// Oldest record age in seconds the relay still processes (60..604800, default 86400).
+    #[serde(default = "default_max_record_age")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub maximum_record_age_seconds: i32,
+
+    /// Split a failing batch in two to isolate a poison record (default true).
+    #[serde(default = "default_true")]
+    pub bisect_batch_on_function_error: bool,
+
+    /// Concurrent batches per shard (1..10, default 1); order per item is kept.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 10))]
+    pub parallelization_factor: i32,
+
+    /// SQS queue, SNS topic or S3 bucket ARN that receives batches the relay could not publish
+    /// after its retries. When absent the operator creates and owns an S3 bucket for them, so a
+    /// record is kept rather than dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(
+            pattern = r"^arn:aws[a-zA-Z-]*:(sqs:[a-z0-9-]+:[0-9]{12}:[a-zA-Z0-9_-]{1,80}(\.fifo)?|sns:[a-z0-9-]+:[0-9]{12}:[a-zA-Z0-9_-]{1,256}(\.fifo)?|s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$"
+        )
+    )]
+    pub on_failure_destination_arn: Option<String>,
+
+    /// Upper bound of one PutEvents request in bytes (1024..1048576, default 262144). Raise it
+    /// only where the account accepts 1 MB requests.
+    #[serde(default = "default_request_size_limit")]
+    #[schemars(range(min = 1024, max = 1048576))]
+    pub request_size_limit_bytes: i32,
+
+    /// Memory of the relay function in MB (128..10240, default 256).
+    #[serde(default = "default_memory")]
+    #[schemars(range(min = 128, max = 10240))]
+    pub memory_mb: i32,
+
+    /// Timeout of the relay function in seconds (3..900, default 60); retries of throttled
+    /// events happen within it.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 3, max = 900))]
+    pub timeout_seconds: i32,
+
+    /// CPU architecture of the relay, writer and bundled consumers: x86_64 (default) or arm64.
+    #[serde(default)]
+    pub architecture: Architecture,
+}
+
+fn default_batch_size() -> i32 {
+    100
+}
+fn default_max_retry_attempts() -> i32 {
+    10
+}
+fn default_max_record_age() -> i32 {
+    86_400
+}
+fn default_one() -> i32 {
+    1
+}
+fn default_request_size_limit() -> i32 {
+    262_144
+}
+fn default_memory() -> i32 {
+    256
+}
+fn default_timeout() -> i32 {
+    60
+}
+
+/// One stream change type and the event it becomes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventMappingSpec {
+    /// The stream change: INSERT, MODIFY or REMOVE.
+    #[schemars(extend("maxLength" = 6))]
+    pub change: ChangeType,
+    /// The event's source (e.g. myapp.users). May not start with "aws.".
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9._/-]{1,256}$")
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('aws.')").message("spec.relay.events[].source may not start with 'aws.' (reserved for AWS services)"))]
+    pub source: String,
+    /// The event's detail-type (e.g. UserCreated).
+    #[schemars(length(min = 1, max = 128))]
+    pub detail_type: String,
+    /// Which part of the record becomes the event's item: newImage, oldImage or keys.
+    #[schemars(extend("maxLength" = 8))]
+    pub payload: Payload,
+}
+
+/// Where a new event source mapping starts reading the stream.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[schemars(extend("maxLength" = 12))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StartingPosition {
+    #[default]
+    TrimHorizon,
+    Latest,
+}
+
+/// Lambda CPU architecture.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[schemars(extend("maxLength" = 6))]
+pub enum Architecture {
+    #[default]
+    #[serde(rename = "x86_64")]
+    X86_64,
+    #[serde(rename = "arm64")]
+    Arm64,
+}
+
+impl Architecture {
+    /// The folder name under the artifacts directory and the Lambda API value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
+}
+
+/// The bundled example writer Lambda.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WriterSpec {
+    /// Deploy the bundled writer, which creates users (id, username, email) in the table. It
+    /// needs a string partition key and no sort key.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// One consumer: an EventBridge rule on the bus and its target.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsumerSpec {
+    /// Consumer name, unique in the pipeline; part of the rule's and bundled function's names
+    /// (lowercase letters, digits and '-', at most 32 characters).
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// The rule's event pattern, a JSON object in EventBridge pattern syntax, e.g.
+    /// {"source": ["myapp.users"], "detail-type": ["UserCreated"]}.
+    #[schemars(schema_with = "event_pattern_schema")]
+    pub event_pattern: serde_json::Value,
+
+    /// Where matching events go: the bundled consumer Lambda (default, when empty), an existing
+    /// Lambda function, or an SQS queue.
+    #[serde(default)]
+    pub target: ConsumerTarget,
+
+    /// How EventBridge retries delivery to the target.
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+
+    /// SQS queue ARN for events EventBridge could not deliver after its retries. Its queue policy
+    /// must allow events.amazonaws.com to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(
+            pattern = r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[a-zA-Z0-9_-]{1,80}(\.fifo)?$"
+        )
+    )]
+    pub dead_letter_arn: Option<String>,
+}
+
+fn event_pattern_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "The rule's event pattern, a JSON object in EventBridge pattern syntax, e.g. {\"source\": [\"myapp.users\"], \"detail-type\": [\"UserCreated\"]}."
+    })
+}
+
+/// A consumer's target. Empty means the bundled consumer Lambda.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(
+    validation = Rule::new("!(has(self.lambdaFunctionArn) && has(self.sqsQueueArn))")
+        .message("spec.consumers[].target: set at most one of lambdaFunctionArn and sqsQueueArn")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsumerTarget {
+    /// An existing Lambda function (the operator only adds and removes its own invoke permission
+    /// statement on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(
+            pattern = r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[a-zA-Z0-9_-]{1,64}(:[a-zA-Z0-9$_-]{1,128})?$"
+        )
+    )]
+    pub lambda_function_arn: Option<String>,
+
+    /// An existing SQS queue. Its queue policy must allow events.amazonaws.com sqs:SendMessage
+    /// with the rule as source; the operator does not edit it and says so in the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(
+            pattern = r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[a-zA-Z0-9_-]{1,80}(\.fifo)?$"
+        )
+    )]
+    pub sqs_queue_arn: Option<String>,
+}
+
+/// EventBridge's retry policy for a target.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Delivery attempts after the first (0..185, default 185).
+    #[serde(default = "default_target_retries")]
+    #[schemars(range(min = 0, max = 185))]
+    pub maximum_retry_attempts: i32,
+    /// Give up on an event older than this many seconds (60..86400, default 86400).
+    #[serde(default = "default_event_age")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub maximum_event_age_seconds: i32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            maximum_retry_attempts: default_target_retries(),
+            maximum_event_age_seconds: default_event_age(),
+        }
+    }
+}
+
+fn default_target_retries() -> i32 {
+    185
+}
+fn default_event_age() -> i32 {
+    86_400
+}
+
+/// Observed state of the pipeline.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxPipelineStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, TableReady, RelayReady, BusReady and ConsumersReady.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Name of the DynamoDB table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_name: Option<String>,
+    /// ARN of the DynamoDB table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_arn: Option<String>,
+    /// ARN of the table's current stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
+    /// ARN of the relay function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_function_arn: Option<String>,
+    /// ARN of the writer function, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_function_arn: Option<String>,
+    /// ARNs of the bundled consumer functions, by consumer name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumer_function_arns: BTreeMap<String, String>,
+    /// UUID of the event source mapping (stream to relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source_mapping_uuid: Option<String>,
+    /// Name of the EventBridge bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_name: Option<String>,
+    /// ARN of the EventBridge bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_arn: Option<String>,
+    /// ARNs of the rules, by consumer name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_arns: BTreeMap<String, String>,
+    /// Where batches the relay could not publish end up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_destination_arn: Option<String>,
+    /// What the user must do outside the operator's reach (e.g. an SQS queue policy to allow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_actions: Vec<String>,
+}
+
+/// A condition in the standard Kubernetes shape.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, TableReady, RelayReady, BusReady or ConsumersReady.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, Deleting, Paused.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The spec generation the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Condition types, one per component plus the overall Ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConditionType {
+    Ready,
+    TableReady,
+    RelayReady,
+    BusReady,
+    ConsumersReady,
+}
+
+impl ConditionType {
+    pub const COMPONENTS: [ConditionType; 4] = [
+        ConditionType::TableReady,
+        ConditionType::RelayReady,
+        ConditionType::BusReady,
+        ConditionType::ConsumersReady,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::TableReady => "TableReady",
+            ConditionType::RelayReady => "RelayReady",
+            ConditionType::BusReady => "BusReady",
+            ConditionType::ConsumersReady => "ConsumersReady",
+        }
+    }
+}
+
+/// The one fixed set of reasons, used in conditions, CLI output, Events and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Reason {
+    Reconciled,
+    Progressing,
+    InvalidSpec,
+    Conflict,
+    AccessDenied,
+    AwsError,
+    Deleting,
+    Paused,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::Reconciled,
+        Reason::Progressing,
+        Reason::InvalidSpec,
+        Reason::Conflict,
+        Reason::AccessDenied,
+        Reason::AwsError,
+        Reason::Deleting,
+        Reason::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Reconciled => "Reconciled",
+            Reason::Progressing => "Progressing",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::Conflict => "Conflict",
+            Reason::AccessDenied => "AccessDenied",
+            Reason::AwsError => "AwsError",
+            Reason::Deleting => "Deleting",
+            Reason::Paused => "Paused",
+        }
+    }
+
+    /// Terminal reasons need a change (spec, AWS permissions, a foreign resource) before a retry
+    /// can succeed; they are not retried in a hot loop.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidSpec | Reason::Conflict | Reason::AccessDenied
+        )
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl OutboxPipelineStatus {
+    /// The condition of the given type, if set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
+
+    /// True when the Ready condition is "True".
+    pub fn is_ready(&self) -> bool {
+        self.condition(ConditionType::Ready)
+            .is_some_and(|c| c.status == "True")
+    }
+
+    /// Sets a condition, keeping lastTransitionTime when the status did not change.
+    pub fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        ok: bool,
+        reason: Reason,
+        message: impl Into<String>,
+        generation: Option<i64>,
+        now: &str,
+    ) {
+        let status = if ok { "True" } else { "False" };
+        let message = message.into();
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == type_.as_str())
+        {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now.to_owned();
+                }
+                c.status = status.to_owned();
+                c.reason = reason.as_str().to_owned();
+                c.message = message;
+                c.observed_generation = generation;
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.as_str().to_owned(),
+                status: status.to_owned(),
+                reason: reason.as_str().to_owned(),
+                message,
+                last_transition_time: now.to_owned(),
+                observed_generation: generation,
+            }),
+        }
+    }
+}
+
+impl OutboxPipeline {
+    /// The pipeline's namespace; a manifest without one is in "default", as kubectl does.
+    pub fn namespace_or_default(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The pipeline's name ("" when the manifest has none; validation rejects that).
+    pub fn name_or_empty(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or("")
+    }
+}

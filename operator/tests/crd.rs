@@ -1,0 +1,464 @@
+//! The OutboxPipeline API as users and the API server see it: the generated CRD, the examples,
+//! and the admission rules (schema + CEL) with messages that name the field.
+
+use outbox_operator::crd::OutboxPipeline;
+use outbox_operator::manifest::{self, FieldError, ManifestError};
+use serde_json::{Value, json};
+
+fn repo_file(path: &str) -> String {
+    let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {full}: {e}"))
+}
+
+fn crd_value() -> Value {
+    serde_saphyr::from_str(&repo_file("crds/outboxpipelines.yaml")).expect("crd yaml parses")
+}
+
+fn lifecycle() -> Value {
+    serde_saphyr::from_str(&repo_file("examples/user-lifecycle.yaml")).expect("example parses")
+}
+
+fn errors_of(value: Value) -> Vec<FieldError> {
+    match manifest::check_value("test", value) {
+        Ok(_) => Vec::new(),
+        Err(ManifestError::Invalid { errors, .. }) => errors,
+        Err(other) => panic!("unexpected error kind: {other}"),
+    }
+}
+
+/// Asserts the manifest is rejected and some error names `field` (in its path or message).
+fn assert_rejected(value: Value, field: &str) -> Vec<FieldError> {
+    let errors = errors_of(value);
+    assert!(!errors.is_empty(), "expected a rejection naming {field}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field.contains(field) || e.message.contains(field)),
+        "no error names {field}: {errors:?}"
+    );
+    errors
+}
+
+#[test]
+fn checked_in_crd_is_the_generated_one() {
+    let generated = outbox_operator::crd_yaml().expect("crd serializes");
+    assert!(
+        generated == repo_file("crds/outboxpipelines.yaml"),
+        "crds/outboxpipelines.yaml is not the output of `outbox-operator crd`: run `make crd`"
+    );
+}
+
+#[test]
+fn crd_has_status_subresource_printer_columns_and_short_name() {
+    let crd = crd_value();
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["obp"]));
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("printer columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for wanted in ["Ready", "Table", "Bus", "Age"] {
+        assert!(
+            columns.contains(&wanted),
+            "missing column {wanted}: {columns:?}"
+        );
+    }
+}
+
+fn walk<'a>(path: String, node: &'a Value, visit: &mut dyn FnMut(&str, &'a Value)) {
+    visit(&path, node);
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (k, child) in props {
+            walk(format!("{path}.{k}"), child, visit);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk(format!("{path}[]"), items, visit);
+    }
+    if let Some(extra) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        walk(format!("{path}{{}}"), extra, visit);
+    }
+}
+
+fn schema() -> Value {
+    crd_value()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn every_spec_field_has_a_description() {
+    let schema = schema();
+    let mut missing = Vec::new();
+    walk(
+        "spec".into(),
+        &schema["properties"]["spec"],
+        &mut |path, node| {
+            // Array items and map values are described by their field.
+            if path.ends_with("[]") || path.ends_with("{}") {
+                return;
+            }
+            if node
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                missing.push(path.to_owned());
+            }
+        },
+    );
+    assert!(
+        missing.is_empty(),
+        "fields without description: {missing:?}"
+    );
+}
+
+#[test]
+fn crd_carries_cel_rules() {
+    let mut rules = Vec::new();
+    walk("".into(), &schema(), &mut |path, node| {
+        if let Some(v) = node
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+        {
+            for r in v {
+                rules.push((path.to_owned(), r["rule"].as_str().unwrap_or("").to_owned()));
+            }
+        }
+    });
+    assert!(
+        rules.len() >= 10,
+        "expected the CEL rules in the CRD, found {rules:?}"
+    );
+    assert!(
+        rules.iter().any(|(_, r)| r.contains("oldSelf")),
+        "immutability rules missing"
+    );
+}
+
+#[test]
+fn crd_schema_is_structural() {
+    // A structural schema has a type on every node, except where
+    // x-kubernetes-preserve-unknown-fields allows anything; that is allowed only on eventPattern.
+    let mut problems = Vec::new();
+    walk("".into(), &schema(), &mut |path, node| {
+        let preserve = node.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+        if preserve && !path.ends_with(".eventPattern") {
+            problems.push(format!(
+                "{path}: preserve-unknown-fields outside eventPattern"
+            ));
+        }
+        if node.get("type").and_then(Value::as_str).is_none() {
+            problems.push(format!("{path}: no type"));
+        }
+        for forbidden in ["oneOf", "anyOf", "allOf", "$ref", "not"] {
+            if node.get(forbidden).is_some() {
+                problems.push(format!(
+                    "{path}: {forbidden} (not structural at this level)"
+                ));
+            }
+        }
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn every_list_and_string_under_a_cel_rule_is_bounded() {
+    let mut problems = Vec::new();
+    let schema = schema();
+    walk("".into(), &schema, &mut |rule_path, node| {
+        if node.get("x-kubernetes-validations").is_none() || rule_path.is_empty() {
+            return;
+        }
+        walk(
+            rule_path.to_owned(),
+            node,
+            &mut |path, n| match n.get("type").and_then(Value::as_str) {
+                Some("string") if n.get("maxLength").is_none() => problems.push(format!(
+                    "{path}: string without maxLength (rule at {rule_path})"
+                )),
+                Some("array") if n.get("maxItems").is_none() => problems.push(format!(
+                    "{path}: array without maxItems (rule at {rule_path})"
+                )),
+                Some("object")
+                    if n.get("additionalProperties").is_some()
+                        && n.get("maxProperties").is_none() =>
+                {
+                    problems.push(format!(
+                        "{path}: map without maxProperties (rule at {rule_path})"
+                    ))
+                }
+                _ => {}
+            },
+        );
+    });
+    problems.sort();
+    problems.dedup();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn every_example_parses_and_validates() {
+    let dir = format!("{}/../examples", env!("CARGO_MANIFEST_DIR"));
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let docs = manifest::read_path(path.to_str().expect("utf-8 path"))
+            .unwrap_or_else(|e| panic!("{} is invalid: {e}", path.display()));
+        assert!(!docs.is_empty(), "{} has no pipeline", path.display());
+        count += docs.len();
+    }
+    assert!(count >= 2, "expected both examples, found {count}");
+}
+
+#[test]
+fn user_created_example_is_the_samples_pipeline() {
+    let docs = manifest::parse_documents(
+        "user-created.yaml",
+        &repo_file("examples/user-created.yaml"),
+    )
+    .expect("valid");
+    let p: &OutboxPipeline = &docs[0].pipeline;
+    assert_eq!(p.spec.table.partition_key.name, "id");
+    assert_eq!(p.spec.relay.events[0].detail_type, "UserCreated");
+    assert!(p.spec.writer.enabled);
+    assert_eq!(p.spec.consumers[0].name, "user-created");
+    // Defaults a user relies on without writing them.
+    assert_eq!(p.spec.relay.batch_size, 100);
+    assert_eq!(p.spec.relay.maximum_retry_attempts, 10);
+    assert!(p.spec.table.deletion_protection && p.spec.table.point_in_time_recovery);
+}
+
+#[test]
+fn batch_size_zero_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["relay"]["batchSize"] = json!(0);
+    assert_rejected(v, "spec.relay.batchSize");
+}
+
+#[test]
+fn duplicate_consumer_names_are_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["consumers"][1]["name"] = json!("user-deleted");
+    assert_rejected(v, "consumer names must be unique");
+}
+
+#[test]
+fn bad_table_name_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["table"]["name"] = json!("bad name!");
+    assert_rejected(v, "spec.table.name");
+}
+
+#[test]
+fn remove_with_new_image_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["relay"]["events"][2]["payload"] = json!("newImage");
+    let errors = assert_rejected(v, "spec.relay.events");
+    assert!(
+        errors.iter().any(|e| e.message.contains("REMOVE")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn change_type_mapped_twice_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["relay"]["events"][1]["change"] = json!("INSERT");
+    let errors = assert_rejected(v, "spec.relay.events");
+    assert!(
+        errors.iter().any(|e| e.message.contains("at most once")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn writer_on_numeric_key_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["table"]["partitionKey"]["type"] = json!("N");
+    assert_rejected(v, "spec.writer.enabled");
+}
+
+#[test]
+fn writer_with_sort_key_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["table"]["sortKey"] = json!({"name": "sk", "type": "S"});
+    assert_rejected(v, "spec.writer.enabled");
+}
+
+#[test]
+fn old_image_on_new_image_stream_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["table"]["streamViewType"] = json!("NEW_IMAGE");
+    assert_rejected(v, "streamViewType");
+}
+
+#[test]
+fn keys_only_stream_needs_keys_payloads() {
+    let mut v = lifecycle();
+    v["spec"]["table"]["streamViewType"] = json!("KEYS_ONLY");
+    assert_rejected(v, "KEYS_ONLY");
+    assert!(errors_of(lifecycle_keys_only()).is_empty());
+}
+
+fn lifecycle_keys_only() -> Value {
+    let mut v = lifecycle();
+    v["spec"]["table"]["streamViewType"] = json!("KEYS_ONLY");
+    for e in v_events_mut(&mut v) {
+        e["payload"] = json!("keys");
+    }
+    v
+}
+
+fn v_events_mut(v: &mut Value) -> impl Iterator<Item = &mut Value> {
+    v["spec"]["relay"]["events"]
+        .as_array_mut()
+        .expect("events")
+        .iter_mut()
+}
+
+#[test]
+fn unknown_field_is_rejected_with_its_path() {
+    let mut v = lifecycle();
+    v["spec"]["relay"]["batchSzie"] = json!(10);
+    assert_rejected(v, "batchSzie");
+}
+
+#[test]
+fn provisioned_billing_needs_capacities() {
+    let mut v = lifecycle();
+    v["spec"]["table"]["billingMode"] = json!("PROVISIONED");
+    assert_rejected(v.clone(), "provisionedThroughput");
+    v["spec"]["table"]["provisionedThroughput"] =
+        json!({"readCapacityUnits": 5, "writeCapacityUnits": 5});
+    assert!(errors_of(v).is_empty());
+}
+
+#[test]
+fn consumer_target_allows_one_kind() {
+    let mut v = lifecycle();
+    v["spec"]["consumers"][0]["target"] = json!({
+        "lambdaFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:mine",
+        "sqsQueueArn": "arn:aws:sqs:us-east-1:123456789012:q"
+    });
+    assert_rejected(v, "at most one");
+}
+
+#[test]
+fn malformed_arn_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["relay"]["onFailureDestinationArn"] = json!("arn:aws:dynamodb:::nope");
+    assert_rejected(v, "spec.relay.onFailureDestinationArn");
+}
+
+#[test]
+fn reserved_tag_keys_are_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["tags"]["outbox.dev/owner"] = json!("me");
+    assert_rejected(v, "spec.tags");
+}
+
+#[test]
+fn missing_name_and_wrong_kind_are_named() {
+    let mut v = lifecycle();
+    v["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("name");
+    assert_rejected(v, "metadata.name");
+    let mut v = lifecycle();
+    v["kind"] = json!("Pipeline");
+    assert_rejected(v, "kind");
+}
+
+#[test]
+fn invalid_yaml_names_the_file() {
+    let err = manifest::parse_documents("broken.yaml", "spec: [unclosed").unwrap_err();
+    assert!(err.to_string().contains("broken.yaml"), "{err}");
+}
+
+#[test]
+fn second_document_problem_names_the_document() {
+    let text = format!(
+        "{}\n---\n{}",
+        repo_file("examples/user-created.yaml"),
+        repo_file("examples/user-lifecycle.yaml").replace("batchSize: 100", "batchSize: 0")
+    );
+    let err = manifest::parse_documents("two.yaml", &text).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("two.yaml document 2"), "{msg}");
+    assert!(msg.contains("spec.relay.batchSize"), "{msg}");
+}
+
+fn typed(v: Value) -> OutboxPipeline {
+    manifest::check_value("test", v).expect("valid")
+}
+
+fn update_errors(old: Value, new: Value) -> Vec<FieldError> {
+    manifest::validate_update(&typed(new), &typed(old))
+        .err()
+        .unwrap_or_default()
+}
+
+#[test]
+fn changed_key_schema_is_rejected_on_update() {
+    let old = lifecycle();
+    let mut new = lifecycle();
+    new["spec"]["table"]["partitionKey"]["name"] = json!("userId");
+    let errors = update_errors(old, new);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("spec.table.partitionKey is immutable")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn changed_stream_view_type_is_rejected_on_update() {
+    let mut old = lifecycle();
+    old["spec"]["relay"]["events"][2]["payload"] = json!("keys");
+    old["spec"]["relay"]["events"]
+        .as_array_mut()
+        .expect("events")
+        .truncate(2);
+    let mut new = old.clone();
+    new["spec"]["table"]["streamViewType"] = json!("NEW_IMAGE");
+    let errors = update_errors(old, new);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("streamViewType is immutable")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn changed_table_name_is_rejected_on_update() {
+    let mut old = lifecycle();
+    old["spec"]["table"]["name"] = json!("users-a");
+    let mut new = old.clone();
+    new["spec"]["table"]["name"] = json!("users-b");
+    let errors = update_errors(old, new);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("spec.table.name is immutable")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn unchanged_update_and_mutable_changes_pass() {
+    let old = lifecycle();
+    let mut new = lifecycle();
+    new["spec"]["relay"]["batchSize"] = json!(500);
+    new["spec"]["consumers"][0]["eventPattern"] = json!({"source": ["other"]});
+    assert!(update_errors(old, new).is_empty());
+}
