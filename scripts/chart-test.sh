@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${VENV:-.venv}
+case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 if [ ! -x "$venv/bin/python" ]; then
   echo "chart-test: $venv/bin/python not found; run 'make venv' first" >&2
   exit 1
 fi
 # The venv's console scripts (kubernetes-validate, check-jsonschema) come first on PATH.
-export PATH="$PWD/$venv/bin:$PATH"
+export PATH="$venv/bin:$PATH"
 exec "$venv/bin/python" -m pytest tests/chart -p no:cacheprovider -ra "$@"
