@@ -31,7 +31,7 @@ RELEASE=outbox-operator
 NAMESPACE=outbox-system
 SECRET=localstack-credentials
 EXAMPLE=examples/user-created.yaml
-WRITER_PAYLOAD=${WRITER_PAYLOAD:-"{\"username\":\"e2e-$(date +%s)\",\"email\":\"e2e@example.com\",\"displayName\":\"E2E\"}"}
+WRITER_PAYLOAD=${WRITER_PAYLOAD:-"{\"username\":\"e2e-$(date +%s)\",\"email\":\"e2e@example.com\",\"displayName\":\"E2E user\"}"}
 
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'e2e-kind: %s\n' "$*" >&2; exit 1; }
@@ -174,25 +174,31 @@ log "invoking the writer $writer_arn"
 result=$(mktemp)
 meta=$(awsls lambda invoke --function-name "$writer_arn" \
   --cli-binary-format raw-in-base64-out --payload "$WRITER_PAYLOAD" "$result")
-echo "$meta"
-echo "response: $(cat "$result")"
+response=$(cat "$result")
 rm -f "$result"
+echo "$meta"
+echo "response: $response"
 if grep -q '"FunctionError"' <<<"$meta"; then
   die "the writer failed"
 fi
+# A direct invoke answers {"statusCode": 201, "body": {"id": "<uuid>", ...}}.
+grep -Eq '"statusCode": ?201' <<<"$response" || die "the writer did not create the user (expected statusCode 201)"
+user_id=$(grep -Eo '"id": ?"[0-9a-f-]{36}"' <<<"$response" | grep -Eo '[0-9a-f-]{36}' | head -n 1)
+[ -n "$user_id" ] || die "no user id in the writer's response"
 
-log "waiting up to ${EVENT_TIMEOUT}s for UserCreated in $log_group"
+# The consumer logs one line per event with its detail type and the item's keys (never the item).
+log "waiting up to ${EVENT_TIMEOUT}s for UserCreated of user $user_id in $log_group"
 deadline=$((SECONDS + EVENT_TIMEOUT))
 found=""
 while [ -z "$found" ]; do
   found=$(awsls logs filter-log-events --log-group-name "$log_group" \
-    --filter-pattern '"UserCreated"' --query 'events[].message' --output text 2>/dev/null || true)
-  [ "$found" != "None" ] || found=""
+    --filter-pattern '"UserCreated"' --query 'events[].message' --output text 2>/dev/null \
+    | tr '\t' '\n' | grep -F "$user_id" || true)
   if [ -z "$found" ]; then
-    [ "$SECONDS" -lt "$deadline" ] || die "no UserCreated event in $log_group after ${EVENT_TIMEOUT}s"
+    [ "$SECONDS" -lt "$deadline" ] || die "no UserCreated event for user $user_id in $log_group after ${EVENT_TIMEOUT}s"
     sleep 5
   fi
 done
 printf '%s\n' "$found" | head -n 5
 
-log "PASS: the writer's insert reached the consumer as UserCreated"
+log "PASS: user $user_id written by the writer reached the consumer as UserCreated"
