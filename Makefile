@@ -58,10 +58,14 @@ unit: venv lambdas ## cargo tests, with the emulator started and stopped around 
 	trap 'MOTO_PORT=$(MOTO_PORT) scripts/moto.sh stop' EXIT; \
 	  $(TEST_ENV) cargo test --workspace --all-targets
 
+.PHONY: chart-test
+chart-test: venv ## Helm chart: lint, render matrix, offline validation, values schema, RBAC, CRD copy, examples
+	scripts/chart-test.sh
+
 .PHONY: scripts-check
 scripts-check: ## bash -n and shellcheck on every shell script
 	for f in scripts/*.sh .ci/run; do bash -n "$$f"; done
 	shellcheck scripts/*.sh .ci/run
 
 .PHONY: test
-test: lint unit scripts-check ## everything CI runs: lint, all tests (wire-level against the emulator), script checks
+test: lint unit chart-test scripts-check ## everything CI runs: lint, all tests (wire-level against the emulator), script checks
