@@ -251,12 +251,17 @@ async fn send(client: &Client, request: &[Pending<'_>]) -> CallResult {
 fn classify(err: &SdkError<PutEventsError>) -> CallResult {
     match err {
         SdkError::ServiceError(ctx) => {
-            let code = ctx.err().code().unwrap_or("Unknown").to_owned();
+            let err = ctx.err();
+            let code = err
+                .code()
+                .or(err.is_internal_exception().then_some("InternalException"))
+                .unwrap_or("Unknown")
+                .to_owned();
             let status = ctx.raw().status().as_u16();
             if TRANSIENT_CALL_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
                 CallResult::Transient(code)
             } else {
-                let message = ctx.err().message().unwrap_or_default().to_owned();
+                let message = err.message().unwrap_or_default().to_owned();
                 CallResult::Terminal(code, message)
             }
         }
