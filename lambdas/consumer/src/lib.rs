@@ -5,9 +5,23 @@
 //! acknowledged) and logs one line with the event id and the item's keys. A malformed envelope is
 //! an error, so the rule target's retry policy and dead-letter queue apply.
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
 use outbox_contract::{EventDetail, Payload, User};
+use serde::Deserialize;
 use serde_json::Value;
+
+/// The parts of an EventBridge event this consumer reads. (Not `aws_lambda_events`'
+/// `EventBridgeEvent`: it insists on an RFC 3339 `time`, which the consumer does not need and
+/// emulators such as moto send as epoch seconds.)
+#[derive(Clone, Debug, Deserialize)]
+pub struct EventBridgeEnvelope {
+    /// EventBridge's own id (new on every PutEvents; deduplicate on the Detail's `eventId`).
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    pub source: String,
+    pub detail: Value,
+}
 
 /// Why an event was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +88,7 @@ impl UserEvent {
 
 /// Parses an EventBridge event into a typed [`UserEvent`].
 pub fn parse(event: Value) -> Result<UserEvent, ConsumerError> {
-    let event: EventBridgeEvent<Value> =
-        serde_json::from_value(event).map_err(ConsumerError::Event)?;
+    let event: EventBridgeEnvelope = serde_json::from_value(event).map_err(ConsumerError::Event)?;
     let detail_type = event.detail_type;
     let detail: EventDetail<Value> =
         serde_json::from_value(event.detail).map_err(|source| ConsumerError::Envelope {
@@ -233,5 +246,13 @@ mod tests {
             process(json!({"hello": "world"})),
             Err(ConsumerError::Event(_))
         ));
+    }
+
+    #[test]
+    fn event_time_in_any_shape_does_not_matter() {
+        // moto delivers `time` as epoch seconds; the consumer does not read it.
+        let mut event = fixture("created");
+        event["time"] = json!(1_767_225_600.0);
+        assert!(matches!(process(event).unwrap(), UserEvent::Created(_)));
     }
 }
