@@ -5,10 +5,26 @@
 //! controller is generic over, the configuration, the outcome types and the error categories.
 //! No Kubernetes types beyond the spec and status.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_types::config_bag::ConfigBag;
+
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus, Reason};
+
+pub mod bus;
+pub mod context;
+pub mod errors;
+pub mod names;
+mod pipeline;
+pub mod table;
+pub mod tags;
 
 /// The AWS clients the engine uses, built once from the standard aws-config chain and injected.
 #[derive(Clone, Debug)]
@@ -23,13 +39,272 @@ pub struct AwsClients {
 impl AwsClients {
     /// Clients from one shared SDK configuration (region, endpoint, credentials, retry).
     pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
-        AwsClients {
-            dynamodb: aws_sdk_dynamodb::Client::new(conf),
-            iam: aws_sdk_iam::Client::new(conf),
-            lambda: aws_sdk_lambda::Client::new(conf),
-            eventbridge: aws_sdk_eventbridge::Client::new(conf),
-            s3: aws_sdk_s3::Client::new(conf),
+        Self::build(conf, None, None)
+    }
+
+    /// Clients for `region` (None: the configuration's), each with the call observer attached.
+    /// With a custom endpoint (an emulator) S3 uses path-style addressing.
+    fn build(
+        conf: &aws_config::SdkConfig,
+        region: Option<&str>,
+        observer: Option<&CallObserver>,
+    ) -> Self {
+        let region = region.map(|r| aws_types::region::Region::new(r.to_owned()));
+        macro_rules! client {
+            ($krate:ident, $extra:expr) => {{
+                let mut b = $krate::config::Builder::from(conf);
+                if let Some(r) = &region {
+                    b = b.region(r.clone());
+                }
+                if let Some(o) = observer {
+                    b = b.interceptor(ObserverInterceptor(o.clone()));
+                }
+                #[allow(clippy::redundant_closure_call)]
+                let b = ($extra)(b);
+                $krate::Client::from_conf(b.build())
+            }};
         }
+        let path_style = conf.endpoint_url().is_some();
+        AwsClients {
+            dynamodb: client!(aws_sdk_dynamodb, |b| b),
+            iam: client!(aws_sdk_iam, |b| b),
+            lambda: client!(aws_sdk_lambda, |b| b),
+            eventbridge: client!(aws_sdk_eventbridge, |b| b),
+            s3: client!(aws_sdk_s3, |b: aws_sdk_s3::config::Builder| {
+                if path_style {
+                    b.force_path_style(true)
+                } else {
+                    b
+                }
+            }),
+        }
+    }
+
+    /// The same clients with the call observer attached (for clients built elsewhere, e.g. mocks).
+    fn with_observer(&self, observer: &CallObserver) -> Self {
+        macro_rules! rebuild {
+            ($krate:ident, $c:expr) => {
+                $krate::Client::from_conf(
+                    $c.config()
+                        .to_builder()
+                        .interceptor(ObserverInterceptor(observer.clone()))
+                        .build(),
+                )
+            };
+        }
+        AwsClients {
+            dynamodb: rebuild!(aws_sdk_dynamodb, self.dynamodb),
+            iam: rebuild!(aws_sdk_iam, self.iam),
+            lambda: rebuild!(aws_sdk_lambda, self.lambda),
+            eventbridge: rebuild!(aws_sdk_eventbridge, self.eventbridge),
+            s3: rebuild!(aws_sdk_s3, self.s3),
+        }
+    }
+}
+
+/// One AWS API call the engine is about to make, as reported to a [`CallObserver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The service, as the SDK names it (e.g. `DynamoDB`, `Lambda`, `EventBridge`, `IAM`, `S3`).
+    pub service: String,
+    /// The API operation (e.g. `DescribeTable`, `CreateFunction`).
+    pub operation: String,
+    /// True for anything that is not `Describe*`, `Get*`, `List*` or `Head*`.
+    pub mutating: bool,
+}
+
+/// Called once per AWS API call the engine makes (once per operation, not per retry attempt),
+/// before the request is sent, from an SDK interceptor attached to every client.
+///
+/// Use it for metrics (e.g. the controller's `aws_calls_total{operation}` counter:
+/// `Engine::new(&sdk, config).with_call_observer(Arc::new(move |call: &CallInfo|
+/// counter.get_or_create(&Labels { operation: call.operation.clone() }).inc()))`) and in
+/// tests to count mutating calls. It must be cheap and must not block.
+pub type CallObserver = Arc<dyn Fn(&CallInfo) + Send + Sync>;
+
+/// True when an operation changes something (everything but Describe*/Get*/List*/Head*).
+pub fn is_mutating(operation: &str) -> bool {
+    !["Describe", "Get", "List", "Head"]
+        .iter()
+        .any(|p| operation.starts_with(p))
+}
+
+struct ObserverInterceptor(CallObserver);
+
+impl std::fmt::Debug for ObserverInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObserverInterceptor")
+    }
+}
+
+impl Intercept for ObserverInterceptor {
+    fn name(&self) -> &'static str {
+        "OutboxCallObserver"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>() {
+            (self.0)(&CallInfo {
+                service: meta.service().to_owned(),
+                operation: meta.name().to_owned(),
+                mutating: is_mutating(meta.name()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The SDK configuration the CLI and the controller build their [`Engine`] from: the standard
+/// aws-config chain (environment, profile, SSO, web identity, instance metadata), BehaviorVersion
+/// latest, and the standard retry mode with exponential backoff, so throttling and 5xx are
+/// retried by the SDK. `region` and `endpoint_url` (flags) override the environment.
+pub fn aws_sdk_config(
+    region: Option<String>,
+    endpoint_url: Option<String>,
+) -> impl std::future::Future<Output = aws_config::SdkConfig> {
+    let retry = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(5)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(10));
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(retry);
+    if let Some(r) = region {
+        loader = loader.region(aws_types::region::Region::new(r));
+    }
+    if let Some(u) = endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    loader.load()
+}
+
+enum ClientSource {
+    Sdk(Box<aws_config::SdkConfig>),
+    Fixed(AwsClients),
+}
+
+/// The reconcile engine. Cheap to share (`Arc<Engine>`); clients per region are built once and
+/// cached.
+pub struct Engine {
+    source: ClientSource,
+    config: EngineConfig,
+    observer: Option<CallObserver>,
+    cache: Mutex<HashMap<Option<String>, AwsClients>>,
+}
+
+impl Engine {
+    /// An engine whose clients come from `sdk`; a pipeline's `spec.region` selects clients for
+    /// that region (built once, cached).
+    pub fn new(sdk: &aws_config::SdkConfig, config: EngineConfig) -> Engine {
+        Engine {
+            source: ClientSource::Sdk(Box::new(sdk.clone())),
+            config,
+            observer: None,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An engine that uses these clients for every pipeline whatever its region (tests with
+    /// mocked clients).
+    pub fn from_clients(clients: AwsClients, config: EngineConfig) -> Engine {
+        Engine {
+            source: ClientSource::Fixed(clients),
+            config,
+            observer: None,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reports every AWS call to `observer` (see [`CallObserver`]).
+    pub fn with_call_observer(mut self, observer: CallObserver) -> Engine {
+        self.observer = Some(observer);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+        self
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The clients for a pipeline's region.
+    pub fn clients_for(&self, region: Option<&str>) -> AwsClients {
+        let key = region.map(str::to_owned);
+        if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return c;
+        }
+        let clients = match &self.source {
+            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, self.observer.as_ref()),
+            ClientSource::Fixed(c) => match &self.observer {
+                Some(o) => c.with_observer(o),
+                None => c.clone(),
+            },
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key, clients.clone());
+        }
+        clients
+    }
+
+    fn clients_of(&self, pipeline: &OutboxPipeline) -> AwsClients {
+        self.clients_for(pipeline.spec.region.as_deref())
+    }
+
+    /// Observes AWS and returns what a reconcile would change now. Changes nothing.
+    pub async fn plan(&self, pipeline: &OutboxPipeline) -> Result<Plan, EngineError> {
+        let clients = self.clients_of(pipeline);
+        let outcome = pipeline::run(&clients, &self.config, pipeline, false).await;
+        match outcome.error {
+            Some(e) => Err(e),
+            None => Ok(Plan {
+                actions: outcome.actions,
+            }),
+        }
+    }
+
+    /// One reconcile pass: observe, diff, apply what differs, report status. Never sleeps: a step
+    /// that must wait reports Progressing and sets `requeue_after`.
+    pub async fn reconcile(&self, pipeline: &OutboxPipeline) -> Outcome {
+        let clients = self.clients_of(pipeline);
+        pipeline::run(&clients, &self.config, pipeline, true).await
+    }
+
+    /// One delete pass in reverse creation order, honouring deletion policies.
+    pub async fn delete(&self, pipeline: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
+        let clients = self.clients_of(pipeline);
+        pipeline::delete(&clients, &self.config, pipeline).await
+    }
+
+    /// The pipeline's status as AWS has it now (observe only). Components with pending changes
+    /// are False/Progressing; an error while observing is reported in the conditions.
+    pub async fn status(
+        &self,
+        pipeline: &OutboxPipeline,
+    ) -> Result<OutboxPipelineStatus, EngineError> {
+        let clients = self.clients_of(pipeline);
+        Ok(pipeline::run(&clients, &self.config, pipeline, false)
+            .await
+            .status)
+    }
+}
+
+impl Reconciler for Engine {
+    fn reconcile(
+        &self,
+        pipeline: &OutboxPipeline,
+    ) -> impl std::future::Future<Output = Outcome> + Send {
+        Engine::reconcile(self, pipeline)
+    }
+
+    fn delete(
+        &self,
+        pipeline: &OutboxPipeline,
+    ) -> impl std::future::Future<Output = Result<DeleteOutcome, EngineError>> + Send {
+        Engine::delete(self, pipeline)
     }
 }
 

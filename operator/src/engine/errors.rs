@@ -1,0 +1,251 @@
+//! SDK error → [`EngineError`]: the AWS error code and message are kept, and the error is
+//! classified once, here: access denied, transient (throttling, 5xx, conflicts that settle,
+//! a new role not yet assumable) or terminal.
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::{EngineError, ErrorClass};
+
+/// What kind of failure an AWS error code is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    AccessDenied,
+    Transient,
+    Terminal,
+}
+
+/// Classifies an AWS error by code, message and HTTP status.
+pub fn classify(code: &str, message: &str, status: Option<u16>) -> Kind {
+    if code.starts_with("AccessDenied") || code == "UnauthorizedOperation" {
+        return Kind::AccessDenied;
+    }
+    let transient_codes = [
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ResourceInUseException",
+        "ResourceConflictException",
+        "ConcurrentModificationException",
+        "ConcurrentModification",
+        "OperationAbortedException",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServerException",
+        "InternalError",
+        "ServiceException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "TimeoutError",
+        "DispatchFailure",
+        "ResponseError",
+    ];
+    if transient_codes.contains(&code) || status.is_some_and(|s| s >= 500) {
+        return Kind::Transient;
+    }
+    if code == "InvalidParameterValueException" && message.contains("cannot be assumed by Lambda") {
+        return Kind::Transient;
+    }
+    Kind::Terminal
+}
+
+/// True for the "does not exist" codes of the services the engine uses.
+pub fn is_not_found_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ResourceNotFoundException"
+            | "NoSuchEntity"
+            | "NoSuchEntityException"
+            | "NoSuchBucket"
+            | "NotFound"
+            | "NoSuchTagSet"
+            | "NoSuchTagSetError"
+            | "TableNotFoundException"
+    )
+}
+
+/// The error code of an SDK error, if the service sent one.
+pub fn code_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
+    err.code()
+}
+
+/// True when the SDK error says the resource does not exist (code or HTTP 404).
+pub fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    if err.code().is_some_and(is_not_found_code) {
+        return true;
+    }
+    matches!(err, SdkError::ServiceError(_))
+        && err
+            .raw_response()
+            .is_some_and(|r| r.status().as_u16() == 404)
+}
+
+/// Converts an SDK error into an [`EngineError`] naming the operation and resource.
+pub fn aws_error<E>(err: &SdkError<E, HttpResponse>, operation: &str, resource: &str) -> EngineError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let (code, message) = match err {
+        SdkError::ServiceError(_) => (
+            err.code()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP{}", status.unwrap_or(0))),
+            err.message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| DisplayErrorContext(err).to_string()),
+        ),
+        SdkError::TimeoutError(_) => (
+            "TimeoutError".to_owned(),
+            DisplayErrorContext(err).to_string(),
+        ),
+        SdkError::DispatchFailure(_) => (
+            "DispatchFailure".to_owned(),
+            DisplayErrorContext(err).to_string(),
+        ),
+        SdkError::ResponseError(_) => (
+            "ResponseError".to_owned(),
+            DisplayErrorContext(err).to_string(),
+        ),
+        _ => (
+            "ConstructionFailure".to_owned(),
+            DisplayErrorContext(err).to_string(),
+        ),
+    };
+    from_code(code, message, status, operation, resource)
+}
+
+/// Builds the [`EngineError`] for an AWS error code.
+pub fn from_code(
+    code: String,
+    message: String,
+    status: Option<u16>,
+    operation: &str,
+    resource: &str,
+) -> EngineError {
+    match classify(&code, &message, status) {
+        Kind::AccessDenied => EngineError::AccessDenied {
+            resource: resource.to_owned(),
+            operation: operation.to_owned(),
+            code,
+            message,
+        },
+        Kind::Transient => EngineError::Aws {
+            resource: resource.to_owned(),
+            operation: operation.to_owned(),
+            code,
+            message,
+            class: ErrorClass::Transient,
+        },
+        Kind::Terminal => EngineError::Aws {
+            resource: resource.to_owned(),
+            operation: operation.to_owned(),
+            code,
+            message,
+            class: ErrorClass::Terminal,
+        },
+    }
+}
+
+/// `result.aws("Operation", "resource")?` converts SDK errors in one place.
+pub trait AwsResultExt<T> {
+    fn aws(self, operation: &str, resource: &str) -> Result<T, EngineError>;
+}
+
+impl<T, E> AwsResultExt<T> for Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    fn aws(self, operation: &str, resource: &str) -> Result<T, EngineError> {
+        self.map_err(|e| aws_error(&e, operation, resource))
+    }
+}
+
+/// A local error (building a request, serializing a document).
+pub fn local(context: impl Into<String>, err: impl std::fmt::Display) -> EngineError {
+    EngineError::Local {
+        context: context.into(),
+        message: err.to_string(),
+    }
+}
+
+/// True when an engine error means "a role the engine just created is not assumable yet".
+pub fn is_role_not_ready(err: &EngineError) -> bool {
+    matches!(err, EngineError::Aws { code, message, .. }
+        if code == "InvalidParameterValueException" && message.contains("cannot be assumed by Lambda"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_denied_codes_are_access_denied() {
+        assert_eq!(classify("AccessDenied", "", Some(403)), Kind::AccessDenied);
+        assert_eq!(
+            classify("AccessDeniedException", "", Some(400)),
+            Kind::AccessDenied
+        );
+        assert_eq!(
+            classify("UnauthorizedOperation", "", None),
+            Kind::AccessDenied
+        );
+    }
+
+    #[test]
+    fn throttling_5xx_conflicts_and_unassumable_roles_are_transient() {
+        assert_eq!(
+            classify("ThrottlingException", "", Some(400)),
+            Kind::Transient
+        );
+        assert_eq!(classify("Throttling", "", Some(400)), Kind::Transient);
+        assert_eq!(classify("Whatever", "", Some(503)), Kind::Transient);
+        assert_eq!(
+            classify("ResourceConflictException", "", Some(409)),
+            Kind::Transient
+        );
+        assert_eq!(
+            classify(
+                "InvalidParameterValueException",
+                "The role defined for the function cannot be assumed by Lambda.",
+                Some(400)
+            ),
+            Kind::Transient
+        );
+    }
+
+    #[test]
+    fn validation_errors_are_terminal() {
+        assert_eq!(
+            classify("ValidationException", "bad", Some(400)),
+            Kind::Terminal
+        );
+        assert_eq!(
+            classify("InvalidParameterValueException", "bad memory", Some(400)),
+            Kind::Terminal
+        );
+    }
+
+    #[test]
+    fn errors_keep_code_and_message() {
+        let e = from_code(
+            "AccessDeniedException".into(),
+            "no".into(),
+            Some(400),
+            "CreateTable",
+            "dynamodb table t",
+        );
+        assert_eq!(e.reason(), crate::crd::Reason::AccessDenied);
+        let text = e.to_string();
+        assert!(text.contains("AccessDeniedException") && text.contains("CreateTable"));
+    }
+}
