@@ -14,6 +14,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the OutboxPipeline CustomResourceDefinition as YAML.
     Crd,
+    /// Run the Kubernetes controller
+    Run(Box<crate::config::RunArgs>),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -23,5 +25,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", crate::crd_yaml()?);
             Ok(0)
         }
+        Command::Run(args) => crate::controller::run(*args).await,
     }
 }

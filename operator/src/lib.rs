@@ -6,9 +6,12 @@
 //! - [`cli`]: the standalone commands.
 
 pub mod cli;
+pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod manifest;
+pub mod metrics;
 
 /// The CRD as YAML, with the generated-file header; `crds/outboxpipelines.yaml` is this output.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {

@@ -1,0 +1,401 @@
+//! Configuration of `outbox-operator run`: clap flags, each with its environment variable (the
+//! Helm chart sets the variables), validated once into a typed [`Config`].
+//!
+//! [`EngineArgs`] holds the AWS and engine flags on their own so the standalone CLI commands can
+//! flatten the same flags and build the same [`EngineConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, ValueEnum};
+
+use crate::engine::EngineConfig;
+
+/// AWS and engine flags, shared by `run` and the standalone commands.
+#[derive(Clone, Debug, Args)]
+pub struct EngineArgs {
+    /// AWS region for every call (default: the AWS SDK's chain: profile, instance metadata).
+    /// A pipeline's spec.region overrides it for that pipeline.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+
+    /// Endpoint URL for every AWS call, e.g. LocalStack's http://localhost:4566. Empty for real AWS.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Directory holding the Lambda zips: <dir>/<arch>/<function>/bootstrap.zip.
+    #[arg(long, env = "OUTBOX_ARTIFACTS_DIR", default_value = "/artifacts")]
+    pub artifacts_dir: PathBuf,
+
+    /// Identifies this operator installation in the ownership tags and derived names of every AWS
+    /// resource it creates; unique per cluster sharing an AWS account
+    /// (1-128 characters: letters, digits and _.:/=+@-).
+    #[arg(long, env = "OUTBOX_CLUSTER_ID")]
+    pub cluster_id: String,
+
+    /// Let pipelines with spec.table.adoptExisting take over a table the operator did not create.
+    #[arg(
+        long,
+        env = "OUTBOX_ALLOW_ADOPTION",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub allow_adoption: bool,
+
+    /// Permissions boundary (IAM policy ARN) attached to every execution role the operator creates.
+    #[arg(long, env = "OUTBOX_PERMISSIONS_BOUNDARY_ARN")]
+    pub permissions_boundary_arn: Option<String>,
+}
+
+impl EngineArgs {
+    /// The engine's operator-wide settings.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            cluster_id: self.cluster_id.clone(),
+            allow_adoption: self.allow_adoption,
+            permissions_boundary_arn: non_empty(self.permissions_boundary_arn.as_deref()),
+            artifacts_dir: self.artifacts_dir.clone(),
+        }
+    }
+
+    /// The region flag, with an empty value meaning "not set" (as the chart may pass it).
+    pub fn region(&self) -> Option<String> {
+        non_empty(self.region.as_deref())
+    }
+
+    /// The endpoint flag, with an empty value meaning "not set".
+    pub fn endpoint_url(&self) -> Option<String> {
+        non_empty(self.endpoint_url.as_deref())
+    }
+
+    /// Checks the flags whose mistakes would otherwise surface only at the first AWS call.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id = &self.cluster_id;
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.:/=+@-".contains(c))
+        {
+            return Err(ConfigError::ClusterId(id.clone()));
+        }
+        if let Some(arn) = non_empty(self.permissions_boundary_arn.as_deref())
+            && !(arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":policy/"))
+        {
+            return Err(ConfigError::PermissionsBoundary(arn));
+        }
+        if let Some(url) = self.endpoint_url()
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::EndpointUrl(url));
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Flags of `outbox-operator run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// How often every pipeline is reconciled even without a change, to repair drift in AWS
+    /// (humantime: 90s, 5m, 1h).
+    #[arg(long, env = "OUTBOX_RESYNC_PERIOD", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync_period: Duration,
+
+    /// Pipelines reconciled in parallel (at least 1).
+    #[arg(long, env = "OUTBOX_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+
+    /// Port serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "OUTBOX_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+
+    /// Log format.
+    #[arg(long, env = "OUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Watch OutboxPipelines in this namespace only (empty: all namespaces).
+    #[arg(long, env = "OUTBOX_NAMESPACE", default_value = "")]
+    pub namespace: String,
+
+    /// Run the controller only while holding a coordination.k8s.io Lease, so several replicas
+    /// are safe (true|false).
+    #[arg(
+        long,
+        env = "OUTBOX_LEADER_ELECTION",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "OUTBOX_LEASE_NAME", default_value = "outbox-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (the operator's own namespace; default: the
+    /// kubeconfig's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Identity of this replica as the Lease holder and Event reporter (default: the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+/// Problems with the flags, found before anything starts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "--cluster-id / OUTBOX_CLUSTER_ID {0:?}: must be 1-128 characters of letters, digits and _.:/=+@-"
+    )]
+    ClusterId(String),
+    #[error(
+        "--permissions-boundary-arn / OUTBOX_PERMISSIONS_BOUNDARY_ARN {0:?}: not an IAM policy ARN"
+    )]
+    PermissionsBoundary(String),
+    #[error("--endpoint-url / AWS_ENDPOINT_URL {0:?}: must start with http:// or https://")]
+    EndpointUrl(String),
+    #[error("--resync-period / OUTBOX_RESYNC_PERIOD must be at least 1s")]
+    ResyncPeriod,
+    #[error("--concurrency / OUTBOX_CONCURRENCY must be at least 1")]
+    Concurrency,
+    #[error("--lease-name / OUTBOX_LEASE_NAME {0:?}: must be a DNS subdomain name")]
+    LeaseName(String),
+}
+
+/// Leader election settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    /// `None`: the client's default namespace.
+    pub lease_namespace: Option<String>,
+}
+
+/// The validated configuration of `outbox-operator run`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub engine: EngineConfig,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub resync_period: Duration,
+    pub concurrency: u16,
+    pub metrics_port: u16,
+    pub log_format: LogFormat,
+    /// `None`: all namespaces.
+    pub namespace: Option<String>,
+    /// `None`: leader election off (this replica always reconciles).
+    pub leader_election: Option<LeaderElection>,
+    /// Lease holder identity and Event reporting instance.
+    pub identity: String,
+}
+
+impl RunArgs {
+    /// Validates the flags once into a [`Config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        self.engine.validate()?;
+        if self.resync_period < Duration::from_secs(1) {
+            return Err(ConfigError::ResyncPeriod);
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::Concurrency);
+        }
+        let leader_election = if self.leader_election {
+            if !is_dns_subdomain(&self.lease_name) {
+                return Err(ConfigError::LeaseName(self.lease_name));
+            }
+            Some(LeaderElection {
+                lease_name: self.lease_name,
+                lease_namespace: non_empty(self.lease_namespace.as_deref()),
+            })
+        } else {
+            None
+        };
+        let identity = non_empty(self.pod_name.as_deref()).unwrap_or_else(hostname);
+        Ok(Config {
+            engine: self.engine.engine_config(),
+            region: self.engine.region(),
+            endpoint_url: self.engine.endpoint_url(),
+            resync_period: self.resync_period,
+            concurrency: self.concurrency,
+            metrics_port: self.metrics_port,
+            log_format: self.log_format,
+            namespace: non_empty(Some(&self.namespace)),
+            leader_election,
+            identity,
+        })
+    }
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The host name (a pod's name in Kubernetes), or a random identity when it cannot be read.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .and_then(|h| non_empty(Some(&h)))
+        .unwrap_or_else(|| format!("outbox-operator-{:08x}", rand::random::<u32>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["outbox-operator"];
+        argv.extend_from_slice(args);
+        TestCli::try_parse_from(argv).map(|c| c.run)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let args = parse(&["--cluster-id", "prod-1"]).map_err(|e| e.to_string());
+        let Ok(args) = args else {
+            panic!("parse failed: {args:?}")
+        };
+        let config = args.into_config();
+        let Ok(config) = config else {
+            panic!("invalid: {config:?}")
+        };
+        assert_eq!(config.resync_period, Duration::from_secs(300));
+        assert_eq!(config.concurrency, 4);
+        assert_eq!(config.metrics_port, 8080);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.namespace, None);
+        assert_eq!(
+            config.leader_election.map(|l| l.lease_name),
+            Some("outbox-operator".to_owned())
+        );
+        assert_eq!(config.engine.artifacts_dir, PathBuf::from("/artifacts"));
+        assert!(!config.engine.allow_adoption);
+        assert!(!config.identity.is_empty());
+    }
+
+    #[test]
+    fn bool_flags_accept_explicit_values_as_the_chart_passes_them() {
+        let args = parse(&[
+            "--cluster-id",
+            "c",
+            "--leader-election=false",
+            "--allow-adoption",
+            "--resync-period",
+            "90s",
+            "--namespace",
+            "team-a",
+            "--log-format",
+            "text",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(args) = args else {
+            panic!("parse failed: {args:?}")
+        };
+        assert!(args.engine.allow_adoption);
+        assert!(!args.leader_election);
+        let config = args.into_config();
+        let Ok(config) = config else {
+            panic!("invalid: {config:?}")
+        };
+        assert_eq!(config.leader_election, None);
+        assert_eq!(config.resync_period, Duration::from_secs(90));
+        assert_eq!(config.namespace.as_deref(), Some("team-a"));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn cluster_id_is_required() {
+        use clap::CommandFactory;
+        let cmd = TestCli::command();
+        let arg = cmd.get_arguments().find(|a| a.get_id() == "cluster_id");
+        assert!(arg.is_some_and(|a| a.is_required_set() && a.get_default_values().is_empty()));
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_the_flag_named() {
+        let cases: [(&[&str], &str); 5] = [
+            (&["--cluster-id", "has space"], "--cluster-id"),
+            (
+                &["--cluster-id", "c", "--concurrency", "0"],
+                "--concurrency",
+            ),
+            (
+                &["--cluster-id", "c", "--resync-period", "0s"],
+                "--resync-period",
+            ),
+            (
+                &["--cluster-id", "c", "--permissions-boundary-arn", "nope"],
+                "--permissions-boundary-arn",
+            ),
+            (
+                &["--cluster-id", "c", "--endpoint-url", "localhost:4566"],
+                "--endpoint-url",
+            ),
+        ];
+        for (args, flag) in cases {
+            let args = parse(args).map_err(|e| e.to_string());
+            let Ok(args) = args else {
+                panic!("parse failed: {args:?}")
+            };
+            match args.into_config() {
+                Ok(_) => panic!("{flag}: accepted"),
+                Err(e) => assert!(e.to_string().contains(flag), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unparsable_values_fail_at_parse_time() {
+        assert!(parse(&["--cluster-id", "c", "--resync-period", "soon"]).is_err());
+        assert!(parse(&["--cluster-id", "c", "--log-format", "xml"]).is_err());
+        assert!(parse(&["--cluster-id", "c", "--leader-election=maybe"]).is_err());
+    }
+
+    #[test]
+    fn every_flag_documents_its_env_var() {
+        use clap::CommandFactory;
+        let cmd = TestCli::command();
+        for arg in cmd.get_arguments() {
+            if arg.get_long().is_some() {
+                assert!(arg.get_env().is_some(), "--{} has no env var", arg.get_id());
+            }
+        }
+    }
+}

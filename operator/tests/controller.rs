@@ -1,0 +1,840 @@
+//! The controller against a mocked Kubernetes API server (kube-rs's ApiServerVerifier pattern:
+//! `tower_test::mock::pair` stands in for the API server, records every request the controller
+//! makes and answers as the API server would), and the metrics endpoint on a real socket.
+//!
+//! The AWS side is a fake: [`FakeEngine`] implements the engine's `Reconciler` trait with
+//! scripted outcomes and counts its calls. No AWS, no moto: what is tested here is the Kubernetes
+//! glue (finalizer, status, Events, requeue and backoff, pause, malformed objects).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::header::CONTENT_TYPE;
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use outbox_operator::controller::{
+    self, BACKOFF_MAX, Context, Error, FIELD_MANAGER, Watched, error_policy, reconcile,
+};
+use outbox_operator::crd::{
+    ConditionType, FINALIZER, OutboxPipeline, OutboxPipelineStatus, PAUSED_ANNOTATION, Reason,
+};
+use outbox_operator::engine::{
+    Action as AwsAction, Component, DeleteOutcome, EngineError, ErrorClass, Outcome, Reconciler,
+    Verb,
+};
+use outbox_operator::metrics::{Metrics, Readiness};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+const RESYNC: Duration = Duration::from_secs(300);
+const PIPELINE_PATH: &str = "/apis/outbox.dev/v1alpha1/namespaces/default/outboxpipelines/users";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+// ---------------------------------------------------------------------------------------------
+// The fake AWS side
+
+type ReconcileFn = Box<dyn Fn(&OutboxPipeline) -> Outcome + Send + Sync>;
+type DeleteFn = Box<dyn Fn() -> Result<DeleteOutcome, EngineError> + Send + Sync>;
+
+#[derive(Default)]
+struct EngineCalls {
+    reconcile: AtomicUsize,
+    delete: AtomicUsize,
+}
+
+/// A fake engine: returns scripted outcomes, counts calls, never touches AWS.
+struct FakeEngine {
+    on_reconcile: ReconcileFn,
+    on_delete: DeleteFn,
+    calls: Arc<EngineCalls>,
+}
+
+impl FakeEngine {
+    fn new(on_reconcile: ReconcileFn, on_delete: DeleteFn) -> Self {
+        FakeEngine {
+            on_reconcile,
+            on_delete,
+            calls: Arc::default(),
+        }
+    }
+
+    /// An engine that must not be called (reconcile/delete panic the reconcile if it is).
+    fn unused() -> Self {
+        FakeEngine::new(
+            Box::new(|_| panic!("the engine must not be called")),
+            Box::new(|| panic!("the engine must not be called")),
+        )
+    }
+}
+
+impl Reconciler for FakeEngine {
+    async fn reconcile(&self, pipeline: &OutboxPipeline) -> Outcome {
+        self.calls.reconcile.fetch_add(1, Ordering::SeqCst);
+        (self.on_reconcile)(pipeline)
+    }
+
+    async fn delete(&self, _: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
+        self.calls.delete.fetch_add(1, Ordering::SeqCst);
+        (self.on_delete)()
+    }
+}
+
+fn ready_status(generation: Option<i64>) -> OutboxPipelineStatus {
+    let mut status = OutboxPipelineStatus {
+        table_name: Some("outbox-c1-default-users".into()),
+        table_arn: Some(
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/outbox-c1-default-users".into(),
+        ),
+        bus_arn: Some("arn:aws:events:eu-west-1:123456789012:event-bus/users".into()),
+        relay_function_arn: Some(
+            "arn:aws:lambda:eu-west-1:123456789012:function:outbox-c1-default-users-relay".into(),
+        ),
+        ..OutboxPipelineStatus::default()
+    };
+    for t in [ConditionType::Ready]
+        .into_iter()
+        .chain(ConditionType::COMPONENTS)
+    {
+        status.set_condition(
+            t,
+            true,
+            Reason::Reconciled,
+            "",
+            generation,
+            "2026-01-01T00:00:00Z",
+        );
+    }
+    status
+}
+
+fn create_table_action() -> AwsAction {
+    AwsAction {
+        component: Component::Table,
+        verb: Verb::Create,
+        resource: "dynamodb table outbox-c1-default-users".into(),
+        detail: String::new(),
+    }
+}
+
+fn aws_error(class: ErrorClass) -> EngineError {
+    EngineError::Aws {
+        resource: "lambda function outbox-c1-default-users-relay".into(),
+        operation: "CreateFunction".into(),
+        code: "ServiceException".into(),
+        message: "internal error".into(),
+        class,
+    }
+}
+
+fn access_denied() -> EngineError {
+    EngineError::AccessDenied {
+        resource: "iam role outbox-c1-default-users-relay".into(),
+        operation: "CreateRole".into(),
+        code: "AccessDenied".into(),
+        message: "not authorized to perform iam:CreateRole".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mocked API server
+
+fn pipeline_json() -> Value {
+    let text = include_str!("fixtures/controller-pipeline.json");
+    serde_json::from_str(text).expect("fixture is JSON")
+}
+
+fn with_finalizer(mut v: Value) -> Value {
+    v["metadata"]["finalizers"] = json!([FINALIZER]);
+    v
+}
+
+fn deleting(mut v: Value) -> Value {
+    v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    v
+}
+
+fn paused(mut v: Value) -> Value {
+    v["metadata"]["annotations"] = json!({ PAUSED_ANNOTATION: "true" });
+    v
+}
+
+/// One request the controller made.
+#[derive(Debug)]
+struct Call {
+    method: Method,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+impl Call {
+    fn is_status_apply(&self) -> bool {
+        self.method == Method::PATCH
+            && self.path == format!("{PIPELINE_PATH}/status")
+            && self.content_type == "application/apply-patch+yaml"
+            && self
+                .query
+                .contains(&format!("fieldManager={FIELD_MANAGER}"))
+            && self.query.contains("force=true")
+    }
+
+    fn is_event(&self) -> bool {
+        self.method == Method::POST && self.path == EVENTS_PATH
+    }
+
+    fn ready_condition(&self) -> Option<&Value> {
+        self.body["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")
+    }
+}
+
+struct Harness {
+    ctx: Arc<Context<FakeEngine>>,
+    engine: Arc<EngineCalls>,
+    metrics: Arc<Metrics>,
+    api_server: JoinHandle<Vec<Call>>,
+}
+
+impl Harness {
+    /// A controller context whose client talks to a mock API server answering every pipeline
+    /// request with `object` and every Event write with the Event itself.
+    fn new(engine: FakeEngine, object: Value) -> Harness {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let api_server = tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or("").to_owned();
+                let content_type = request
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let bytes = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .expect("request body");
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let response = if path.starts_with(EVENTS_PATH) {
+                    bytes.to_vec()
+                } else {
+                    serde_json::to_vec(&object).expect("object serializes")
+                };
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(response))
+                        .expect("response"),
+                );
+                calls.push(Call {
+                    method,
+                    path,
+                    query,
+                    content_type,
+                    body,
+                });
+            }
+            calls
+        });
+        let metrics = Arc::new(Metrics::new());
+        let engine_calls = engine.calls.clone();
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some("test".into()),
+        };
+        let ctx = Arc::new(Context::new(
+            client,
+            engine,
+            reporter,
+            metrics.clone(),
+            RESYNC,
+        ));
+        Harness {
+            ctx,
+            engine: engine_calls,
+            metrics,
+            api_server,
+        }
+    }
+
+    async fn reconcile(&self, object: &Value) -> Result<Action, Error> {
+        reconcile(Arc::new(watched(object)), self.ctx.clone()).await
+    }
+
+    fn error_policy(&self, object: &Value, error: &Error) -> Action {
+        error_policy(Arc::new(watched(object)), error, self.ctx.clone())
+    }
+
+    /// Drops the client (closing the mock) and returns every request made.
+    async fn finish(self) -> Vec<Call> {
+        drop(self.ctx);
+        self.api_server.await.expect("mock API server task")
+    }
+}
+
+fn watched(object: &Value) -> Watched {
+    serde_json::from_value::<DeserializeGuard<OutboxPipeline>>(object.clone())
+        .expect("object has metadata")
+}
+
+fn metric(metrics: &Metrics, series: &str) -> Option<f64> {
+    let text = metrics.encode().expect("metrics encode");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controller behaviour
+
+#[tokio::test]
+async fn a_new_pipeline_gets_the_finalizer_before_any_aws_call() {
+    let h = Harness::new(FakeEngine::unused(), pipeline_json());
+    let action = h.reconcile(&pipeline_json()).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    let engine = h.engine.clone();
+    let calls = h.finish().await;
+
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let call = &calls[0];
+    assert_eq!(call.method, Method::PATCH);
+    assert_eq!(call.path, PIPELINE_PATH);
+    assert_eq!(call.content_type, "application/json-patch+json");
+    assert_eq!(
+        call.body,
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ])
+    );
+    assert_eq!(engine.reconcile.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_successful_reconcile_applies_ready_status_with_arns_and_generation_then_posts_events() {
+    let object = with_finalizer(pipeline_json());
+    let engine = FakeEngine::new(
+        Box::new(|p| Outcome {
+            status: ready_status(p.metadata.generation),
+            actions: vec![create_table_action()],
+            requeue_after: None,
+            error: None,
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::new(engine, object.clone());
+    let action = h.reconcile(&object).await.expect("reconcile");
+    // Converged: come back at the resync period to repair drift.
+    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(
+        metric(&h.metrics, r#"outbox_pipelines{ready="true"}"#),
+        Some(1.0)
+    );
+    assert_eq!(metric(&h.metrics, "outbox_reconciles_total"), Some(1.0));
+    let calls = h.finish().await;
+
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    let status = &calls[0];
+    assert!(status.is_status_apply(), "{status:#?}");
+    assert_eq!(status.body["apiVersion"], "outbox.dev/v1alpha1");
+    assert_eq!(status.body["kind"], "OutboxPipeline");
+    assert_eq!(status.body["status"]["observedGeneration"], 2);
+    assert_eq!(
+        status.body["status"]["tableArn"],
+        "arn:aws:dynamodb:eu-west-1:123456789012:table/outbox-c1-default-users"
+    );
+    assert_eq!(
+        status.body["status"]["busArn"],
+        "arn:aws:events:eu-west-1:123456789012:event-bus/users"
+    );
+    // The shape `kubectl wait --for=condition=Ready` reads.
+    let ready = status.ready_condition().expect("Ready condition");
+    assert_eq!(ready["status"], "True");
+    assert_eq!(ready["reason"], "Reconciled");
+
+    let event = &calls[1];
+    assert!(event.is_event(), "{event:#?}");
+    assert_eq!(event.body["type"], "Normal");
+    assert_eq!(event.body["reason"], "Created");
+    assert_eq!(event.body["reportingController"], FIELD_MANAGER);
+    assert_eq!(event.body["regarding"]["name"], "users");
+    assert!(
+        event.body["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("dynamodb table outbox-c1-default-users")),
+        "{event:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_condition_keeps_its_transition_time_so_the_status_write_is_a_no_op() {
+    let mut object = with_finalizer(pipeline_json());
+    let mut previous = ready_status(Some(2));
+    previous.observed_generation = Some(2);
+    for c in &mut previous.conditions {
+        c.last_transition_time = "2025-06-01T10:00:00Z".into();
+    }
+    object["status"] = serde_json::to_value(&previous).expect("status");
+    let engine = FakeEngine::new(
+        // The engine stamps "now" on every condition it builds.
+        Box::new(|p| Outcome {
+            status: ready_status(p.metadata.generation),
+            actions: vec![],
+            requeue_after: None,
+            error: None,
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::new(engine, object.clone());
+    h.reconcile(&object).await.expect("reconcile");
+    let calls = h.finish().await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(
+        calls[0].body["status"],
+        serde_json::to_value(&previous).expect("status"),
+        "the status written equals the one stored"
+    );
+}
+
+#[tokio::test]
+async fn progressing_requeues_after_the_engines_hint() {
+    let object = with_finalizer(pipeline_json());
+    let engine = FakeEngine::new(
+        Box::new(|p| {
+            let mut status = OutboxPipelineStatus::default();
+            status.set_condition(
+                ConditionType::Ready,
+                false,
+                Reason::Progressing,
+                "relay function is Pending",
+                p.metadata.generation,
+                "2026-01-01T00:00:00Z",
+            );
+            Outcome {
+                status,
+                actions: vec![],
+                requeue_after: Some(Duration::from_secs(7)),
+                error: None,
+            }
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::new(engine, object.clone());
+    let action = h.reconcile(&object).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(7)));
+    let calls = h.finish().await;
+    assert_eq!(
+        calls.len(),
+        1,
+        "status only, no Event without a change: {calls:#?}"
+    );
+    assert_eq!(
+        calls[0].ready_condition().map(|c| c["reason"].clone()),
+        Some(json!("Progressing"))
+    );
+}
+
+#[tokio::test]
+async fn an_engine_error_becomes_a_false_ready_condition_and_a_warning_event_and_backs_off() {
+    let object = with_finalizer(pipeline_json());
+    // The fake reports the error without reflecting it in the status: the controller must.
+    let engine = FakeEngine::new(
+        Box::new(|_| Outcome {
+            status: OutboxPipelineStatus::default(),
+            actions: vec![],
+            requeue_after: None,
+            error: Some(aws_error(ErrorClass::Transient)),
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::new(engine, object.clone());
+    let error = h.reconcile(&object).await.expect_err("engine error");
+    assert!(
+        matches!(error, Error::Engine(EngineError::Aws { .. })),
+        "{error}"
+    );
+    assert_eq!(
+        metric(
+            &h.metrics,
+            r#"outbox_reconcile_errors_total{reason="AwsError"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&h.metrics, r#"outbox_pipelines{ready="false"}"#),
+        Some(1.0)
+    );
+
+    // Transient: per-object exponential backoff, capped at five minutes.
+    let delays: Vec<Action> = (0..9).map(|_| h.error_policy(&object, &error)).collect();
+    let expected: Vec<Action> = [5, 10, 20, 40, 80, 160, 300, 300, 300]
+        .into_iter()
+        .map(|s| Action::requeue(Duration::from_secs(s)))
+        .collect();
+    assert_eq!(delays, expected);
+    assert_eq!(BACKOFF_MAX, Duration::from_secs(300));
+    let calls = h.finish().await;
+
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert!(calls[0].is_status_apply(), "{:#?}", calls[0]);
+    let ready = calls[0].ready_condition().expect("Ready condition");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "AwsError");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("CreateFunction") && m.contains("ServiceException"))
+    );
+    assert!(calls[1].is_event(), "{:#?}", calls[1]);
+    assert_eq!(calls[1].body["type"], "Warning");
+    assert_eq!(calls[1].body["reason"], "AwsError");
+}
+
+#[tokio::test]
+async fn a_success_resets_the_backoff_of_that_pipeline_only() {
+    let object = with_finalizer(pipeline_json());
+    let mut other = object.clone();
+    other["metadata"]["name"] = json!("orders");
+    let h = Harness::new(
+        FakeEngine::new(
+            Box::new(|p| Outcome {
+                status: ready_status(p.metadata.generation),
+                actions: vec![],
+                requeue_after: None,
+                error: None,
+            }),
+            Box::new(|| panic!("not deleting")),
+        ),
+        object.clone(),
+    );
+    let transient = Error::Engine(aws_error(ErrorClass::Transient));
+    for _ in 0..3 {
+        h.error_policy(&object, &transient);
+        h.error_policy(&other, &transient);
+    }
+    h.reconcile(&object).await.expect("reconcile succeeds");
+    assert_eq!(
+        h.error_policy(&object, &transient),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        h.error_policy(&other, &transient),
+        Action::requeue(Duration::from_secs(40))
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_terminal_error_is_reported_and_retried_only_at_the_resync_period() {
+    let object = with_finalizer(pipeline_json());
+    let engine = FakeEngine::new(
+        Box::new(|_| Outcome {
+            status: OutboxPipelineStatus::default(),
+            actions: vec![],
+            requeue_after: None,
+            error: Some(access_denied()),
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::new(engine, object.clone());
+    let error = h.reconcile(&object).await.expect_err("terminal error");
+    // No hot loop: however often it fails, the next try is at the resync period.
+    for _ in 0..5 {
+        assert_eq!(h.error_policy(&object, &error), Action::requeue(RESYNC));
+    }
+    let calls = h.finish().await;
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    let ready = calls[0].ready_condition().expect("Ready condition");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "AccessDenied");
+    assert_eq!(calls[1].body["reason"], "AccessDenied");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_without_calling_the_engine() {
+    let mut object = with_finalizer(pipeline_json());
+    // CEL rule: a REMOVE record has no new image.
+    object["spec"]["relay"]["events"][0]["change"] = json!("REMOVE");
+    let h = Harness::new(FakeEngine::unused(), object.clone());
+    let error = h.reconcile(&object).await.expect_err("invalid spec");
+    assert_eq!(h.error_policy(&object, &error), Action::requeue(RESYNC));
+    let engine = h.engine.clone();
+    let calls = h.finish().await;
+
+    assert_eq!(engine.reconcile.load(Ordering::SeqCst), 0);
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    let ready = calls[0].ready_condition().expect("Ready condition");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.relay.events")),
+        "{ready}"
+    );
+    assert_eq!(calls[0].body["status"]["observedGeneration"], 2);
+    assert_eq!(calls[1].body["reason"], "InvalidSpec");
+    assert_eq!(calls[1].body["type"], "Warning");
+}
+
+#[tokio::test]
+async fn a_paused_pipeline_gets_status_paused_and_no_engine_call() {
+    let object = paused(with_finalizer(pipeline_json()));
+    let h = Harness::new(FakeEngine::unused(), object.clone());
+    let action = h.reconcile(&object).await.expect("reconcile");
+    // Removing the annotation is a change, which retriggers.
+    assert_eq!(action, Action::await_change());
+    let engine = h.engine.clone();
+    let calls = h.finish().await;
+
+    assert_eq!(engine.reconcile.load(Ordering::SeqCst), 0);
+    assert_eq!(engine.delete.load(Ordering::SeqCst), 0);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert!(calls[0].is_status_apply());
+    let ready = calls[0].ready_condition().expect("Ready condition");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "Paused");
+}
+
+#[tokio::test]
+async fn deletion_runs_the_engines_delete_then_removes_the_finalizer() {
+    let object = deleting(with_finalizer(pipeline_json()));
+    let engine = FakeEngine::new(
+        Box::new(|_| panic!("no reconcile while deleting")),
+        Box::new(|| {
+            Ok(DeleteOutcome {
+                actions: vec![AwsAction {
+                    component: Component::Table,
+                    verb: Verb::Delete,
+                    resource: "dynamodb table outbox-c1-default-users".into(),
+                    detail: String::new(),
+                }],
+                done: true,
+                requeue_after: None,
+            })
+        }),
+    );
+    let h = Harness::new(engine, object.clone());
+    let action = h.reconcile(&object).await.expect("cleanup");
+    assert_eq!(action, Action::await_change());
+    let engine = h.engine.clone();
+    let calls = h.finish().await;
+
+    assert_eq!(engine.delete.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert!(calls[0].is_event(), "{:#?}", calls[0]);
+    assert_eq!(calls[0].body["reason"], "Deleted");
+    let remove = &calls[1];
+    assert_eq!(remove.method, Method::PATCH);
+    assert_eq!(remove.path, PIPELINE_PATH);
+    assert_eq!(
+        remove.body,
+        json!([
+            { "op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER },
+            { "op": "remove", "path": "/metadata/finalizers/0" },
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_unfinished_deletion_keeps_the_finalizer_and_requeues_after_the_hint() {
+    let object = deleting(with_finalizer(pipeline_json()));
+    let engine = FakeEngine::new(
+        Box::new(|_| panic!("no reconcile while deleting")),
+        Box::new(|| {
+            Ok(DeleteOutcome {
+                actions: vec![],
+                done: false,
+                requeue_after: Some(Duration::from_secs(15)),
+            })
+        }),
+    );
+    let h = Harness::new(engine, object.clone());
+    let error = h.reconcile(&object).await.expect_err("deletion pending");
+    assert!(matches!(error, Error::DeletionPending { .. }), "{error}");
+    assert_eq!(
+        h.error_policy(&object, &error),
+        Action::requeue(Duration::from_secs(15))
+    );
+    // Waiting on a delete is not a failure.
+    assert_eq!(
+        metric(
+            &h.metrics,
+            r#"outbox_reconcile_errors_total{reason="Deleting"}"#
+        ),
+        None
+    );
+    let calls = h.finish().await;
+    assert_eq!(
+        calls.len(),
+        1,
+        "status only, the finalizer stays: {calls:#?}"
+    );
+    let ready = calls[0].ready_condition().expect("Ready condition");
+    assert_eq!(ready["reason"], "Deleting");
+}
+
+#[tokio::test]
+async fn a_failed_deletion_keeps_the_finalizer_and_reports_the_error() {
+    let object = deleting(with_finalizer(pipeline_json()));
+    let engine = FakeEngine::new(
+        Box::new(|_| panic!("no reconcile while deleting")),
+        Box::new(|| Err(aws_error(ErrorClass::Transient))),
+    );
+    let h = Harness::new(engine, object.clone());
+    let error = h.reconcile(&object).await.expect_err("delete failed");
+    assert_eq!(
+        h.error_policy(&object, &error),
+        Action::requeue(Duration::from_secs(5))
+    );
+    let calls = h.finish().await;
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert!(calls[0].is_status_apply());
+    assert_eq!(calls[1].body["reason"], "AwsError");
+    assert!(
+        calls.iter().all(|c| c.path != PIPELINE_PATH),
+        "finalizer untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_object_is_reported_and_does_not_fail_the_controller() {
+    let mut object = with_finalizer(pipeline_json());
+    // Written before a schema change: a field this version does not know.
+    object["spec"]["legacyField"] = json!(true);
+    let guard = watched(&object);
+    assert!(guard.0.is_err(), "fixture must not deserialize");
+    let h = Harness::new(FakeEngine::unused(), object.clone());
+    let action = reconcile(Arc::new(guard), h.ctx.clone())
+        .await
+        .expect("reported, not failed");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        metric(
+            &h.metrics,
+            r#"outbox_reconcile_errors_total{reason="Malformed"}"#
+        ),
+        Some(1.0)
+    );
+    let calls = h.finish().await;
+
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert!(calls[0].is_event());
+    assert_eq!(calls[0].body["type"], "Warning");
+    assert_eq!(calls[0].body["regarding"]["name"], "users");
+    assert!(
+        calls[0].body["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("legacyField")),
+        "{:#?}",
+        calls[0]
+    );
+    assert!(calls[1].is_status_apply());
+    assert_eq!(
+        calls[1].ready_condition().map(|c| c["reason"].clone()),
+        Some(json!("InvalidSpec"))
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_api_failures_back_off() {
+    let object = with_finalizer(pipeline_json());
+    let h = Harness::new(FakeEngine::unused(), object.clone());
+    let error = Error::Kube(kube::Error::Service("connection refused".into()));
+    assert_eq!(
+        h.error_policy(&object, &error),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        h.error_policy(&object, &error),
+        Action::requeue(Duration::from_secs(10))
+    );
+    h.finish().await;
+}
+
+#[test]
+fn backoff_doubles_from_five_seconds_up_to_five_minutes() {
+    let delays: Vec<u64> = (1..=10)
+        .map(|n| controller::backoff_delay(n).as_secs())
+        .collect();
+    assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
+    assert_eq!(controller::backoff_delay(u32::MAX), BACKOFF_MAX);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics endpoint
+
+/// A plain HTTP/1.0 GET on a blocking socket (no HTTP client in the dependency tree).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_serves_the_named_metrics_and_the_probes() {
+    let metrics = Arc::new(Metrics::new());
+    metrics.reconciled(Duration::from_millis(250));
+    metrics.reconcile_error("AwsError");
+    metrics.aws_call("lambda:CreateFunction");
+    metrics.set_pipeline_ready("default/users", true);
+    let readiness = Arc::new(Readiness::default());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(outbox_operator::metrics::serve(
+        listener,
+        metrics,
+        readiness.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let get = |path: &'static str| tokio::task::spawn_blocking(move || http_get(port, path));
+    let (status, body) = get("/metrics").await.expect("GET /metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "outbox_reconciles_total 1",
+        r#"outbox_reconcile_errors_total{reason="AwsError"} 1"#,
+        "outbox_reconcile_duration_seconds_bucket",
+        "outbox_reconcile_duration_seconds_count 1",
+        r#"outbox_aws_calls_total{operation="lambda:CreateFunction"} 1"#,
+        r#"outbox_pipelines{ready="true"} 1"#,
+        r#"outbox_pipelines{ready="false"} 0"#,
+    ] {
+        assert!(body.contains(series), "missing {series:?} in:\n{body}");
+    }
+    assert_eq!(get("/healthz").await.expect("GET /healthz").0, 200);
+    assert_eq!(get("/readyz").await.expect("GET /readyz").0, 503);
+    readiness.set(true);
+    assert_eq!(get("/readyz").await.expect("GET /readyz").0, 200);
+    assert_eq!(get("/nope").await.expect("GET /nope").0, 404);
+
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server");
+}
