@@ -670,7 +670,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     )?;
 
     let metrics = Arc::new(Metrics::new());
-    let reconciler = engine_reconciler(&config, metrics.clone()).await?;
+    let reconciler = engine_reconciler(&config, metrics.clone()).await;
     run_with(client, config, reconciler, metrics).await?;
     Ok(0)
 }
@@ -837,29 +837,16 @@ async fn run_controller_until<R: Reconciler>(
         .await;
 }
 
-/// The engine as the controller's reconciler, with its AWS calls counted in `metrics`.
-///
-/// NOT WIRED YET: the engine (`engine::Engine`) has not landed; until it does, `run` stops here
-/// with an error after its checks. Wiring it: build the SDK config from `config.region` /
-/// `config.endpoint_url`, `Engine::new(&sdk, config.engine.clone())` with a call observer that
-/// calls `metrics.aws_call(operation)`, and return it.
-async fn engine_reconciler(
-    config: &Config,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<EngineNotWired> {
-    let _ = (&config.engine, metrics);
-    anyhow::bail!("the reconcile engine is not wired into `outbox-operator run` yet")
-}
-
-/// Stand-in type for [`engine_reconciler`] until the engine lands; it has no values.
-enum EngineNotWired {}
-
-impl Reconciler for EngineNotWired {
-    async fn reconcile(&self, _: &OutboxPipeline) -> engine::Outcome {
-        match *self {}
-    }
-
-    async fn delete(&self, _: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
-        match *self {}
-    }
+/// The engine as the controller's reconciler, with its AWS calls counted in `metrics`
+/// (`outbox_aws_calls_total{operation="dynamodb:DescribeTable"}`).
+async fn engine_reconciler(config: &Config, metrics: Arc<Metrics>) -> engine::Engine {
+    let sdk = engine::aws_sdk_config(config.region.clone(), config.endpoint_url.clone()).await;
+    let observer: engine::CallObserver = Arc::new(move |call: &engine::CallInfo| {
+        metrics.aws_call(&format!(
+            "{}:{}",
+            call.service.to_ascii_lowercase(),
+            call.operation
+        ));
+    });
+    engine::Engine::new(&sdk, config.engine.clone()).with_call_observer(observer)
 }
