@@ -18,13 +18,20 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus, Reason};
 
+pub mod bucket;
 pub mod bus;
 pub mod context;
 pub mod errors;
+pub mod function;
+pub mod iam;
+pub mod mapping;
 pub mod names;
+pub mod permission;
 mod pipeline;
+pub mod rule;
 pub mod table;
 pub mod tags;
+pub mod target;
 
 /// The AWS clients the engine uses, built once from the standard aws-config chain and injected.
 #[derive(Clone, Debug)]

@@ -6,10 +6,15 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus, Reason};
+use outbox_contract::{EventMapping, RelayConfig};
+
+use crate::crd::{ConditionType, ConsumerSpec, OutboxPipeline, OutboxPipelineStatus, Reason};
 
 use super::context::{Ctx, Progress};
-use super::{AwsClients, Component, DeleteOutcome, EngineConfig, EngineError, Outcome, bus, table};
+use super::{
+    AwsClients, Component, DeleteOutcome, EngineConfig, EngineError, Outcome, bucket, bus,
+    function, iam, mapping, permission, rule, table, target,
+};
 
 /// Requeue hint while AWS settles something (a function Pending, a table CREATING).
 pub const SETTLE_REQUEUE: Duration = Duration::from_secs(5);
@@ -196,31 +201,289 @@ fn conditions(
     requeue
 }
 
-/// The resource steps in creation order.
+/// The bundled consumer function's name of a consumer, when its target is the bundled one.
+fn bundled(c: &ConsumerSpec) -> bool {
+    c.target.lambda_function_arn.is_none() && c.target.sqs_queue_arn.is_none()
+}
+
+/// A placeholder for an ARN that exists only after apply (plan of a new pipeline).
+fn after_apply(what: &str) -> String {
+    format!("<{what} after apply>")
+}
+
+/// The resource steps in creation order: table → failure bucket → roles → functions →
+/// mapping → bus → rules → targets → permissions.
 async fn steps(
     ctx: &mut Ctx<'_>,
     status: &mut OutboxPipelineStatus,
     states: &mut States,
 ) -> StepResult {
+    use Component::{Bus, Consumers, Relay, Table};
+    let spec = ctx.spec;
+
     // Table with its stream.
-    let (table_out, progress) = table::reconcile(ctx).await.map_err(at(Component::Table))?;
+    let (table_out, progress) = table::reconcile(ctx).await.map_err(at(Table))?;
     status.table_name = Some(ctx.names.table.clone());
     status.table_arn = table_out.arn.clone();
     status.stream_arn = table_out.stream_arn.clone();
     let table_waiting = !progress.is_ready();
-    states.progress(Component::Table, progress);
+    states.progress(Table, progress);
     if table_waiting && ctx.apply {
         return Ok(());
     }
+    let table_arn = table_out.arn.clone().unwrap_or_else(|| {
+        ctx.env
+            .arn("dynamodb", &format!("table/{}", ctx.names.table))
+    });
+    let stream_arn = table_out
+        .stream_arn
+        .clone()
+        .unwrap_or_else(|| after_apply("stream ARN"));
+    let bus_arn = ctx.env.bus_arn(&ctx.names.bus);
+
+    // Failure destination: the spec's, or our bucket.
+    let failure_destination = match &spec.relay.on_failure_destination_arn {
+        Some(arn) => arn.clone(),
+        None => bucket::reconcile(ctx).await.map_err(at(Relay))?,
+    };
+    status.failure_destination_arn = Some(failure_destination.clone());
+
+    // Execution roles.
+    let relay_fn = ctx.names.relay_function.clone();
+    let writer_fn = ctx.names.writer_function.clone();
+    let relay_grants = iam::Grants::Relay {
+        stream_arn: stream_arn.clone(),
+        bus_arn,
+        failure_destination_arn: failure_destination.clone(),
+    };
+    let relay_role = iam::reconcile(ctx, Relay, &relay_fn, &relay_grants)
+        .await
+        .map_err(at(Relay))?;
+    let writer_role = if spec.writer.enabled {
+        let grants = iam::Grants::Writer {
+            table_arn: table_arn.clone(),
+        };
+        iam::reconcile(ctx, Relay, &writer_fn, &grants)
+            .await
+            .map_err(at(Relay))?
+    } else {
+        None
+    };
+    let mut consumer_roles = BTreeMap::new();
+    for c in spec.consumers.iter().filter(|c| bundled(c)) {
+        let f = ctx.names.consumer_function(&c.name);
+        let role = iam::reconcile(ctx, Consumers, &f, &iam::Grants::Consumer)
+            .await
+            .map_err(at(Consumers))?;
+        consumer_roles.insert(c.name.clone(), role);
+    }
+
+    // Functions.
+    let arch = spec.relay.architecture;
+    let relay_env = RelayConfig {
+        bus_name: ctx.names.bus.clone(),
+        events: spec
+            .relay
+            .events
+            .iter()
+            .map(|e| EventMapping {
+                change: e.change,
+                source: e.source.clone(),
+                detail_type: e.detail_type.clone(),
+                payload: e.payload,
+            })
+            .collect(),
+        request_size_limit_bytes: usize::try_from(spec.relay.request_size_limit_bytes)
+            .unwrap_or(outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES),
+    }
+    .to_env();
+    let relay_desired = function::Desired {
+        name: relay_fn.clone(),
+        artifact: "relay",
+        role_arn: relay_role.unwrap_or_else(|| after_apply("relay role ARN")),
+        memory: spec.relay.memory_mb,
+        timeout: spec.relay.timeout_seconds,
+        architecture: arch,
+        env: relay_env,
+        tags: ctx.tags.clone(),
+    };
+    let relay_out = function::reconcile(ctx, Relay, &relay_desired)
+        .await
+        .map_err(at(Relay))?;
+    status.relay_function_arn = relay_out.arn.clone();
+    let relay_ready = relay_out.progress.is_ready() && relay_out.arn.is_some();
+    states.progress(Relay, relay_out.progress);
+    if spec.writer.enabled {
+        let d = function::Desired {
+            name: writer_fn.clone(),
+            artifact: "writer",
+            role_arn: writer_role.unwrap_or_else(|| after_apply("writer role ARN")),
+            memory: function::SMALL_MEMORY_MB,
+            timeout: function::SMALL_TIMEOUT_SECONDS,
+            architecture: arch,
+            env: BTreeMap::from([
+                (
+                    outbox_contract::env::TABLE_NAME.to_owned(),
+                    ctx.names.table.clone(),
+                ),
+                (
+                    outbox_contract::env::PARTITION_KEY.to_owned(),
+                    spec.table.partition_key.name.clone(),
+                ),
+            ]),
+            tags: ctx.tags.clone(),
+        };
+        let out = function::reconcile(ctx, Relay, &d)
+            .await
+            .map_err(at(Relay))?;
+        status.writer_function_arn = out.arn;
+        states.progress(Relay, out.progress);
+    }
+    let mut consumer_fns: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for c in spec.consumers.iter().filter(|c| bundled(c)) {
+        let d = function::Desired {
+            name: ctx.names.consumer_function(&c.name),
+            artifact: "consumer",
+            role_arn: consumer_roles
+                .get(&c.name)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| after_apply("consumer role ARN")),
+            memory: function::SMALL_MEMORY_MB,
+            timeout: function::SMALL_TIMEOUT_SECONDS,
+            architecture: arch,
+            env: BTreeMap::new(),
+            tags: ctx.tags.clone(),
+        };
+        let out = function::reconcile(ctx, Consumers, &d)
+            .await
+            .map_err(at(Consumers))?;
+        if let Some(arn) = &out.arn {
+            status
+                .consumer_function_arns
+                .insert(c.name.clone(), arn.clone());
+        }
+        consumer_fns.insert(c.name.clone(), out.arn);
+        states.progress(Consumers, out.progress);
+    }
+
+    // Event source mapping: stream → relay, once the relay is Active.
+    if relay_ready || !ctx.apply {
+        let d = mapping::desired(ctx, table_out.stream_arn.clone(), failure_destination);
+        let (uuid, progress) = mapping::reconcile(ctx, &relay_fn, &d)
+            .await
+            .map_err(at(Relay))?;
+        status.event_source_mapping_uuid = uuid;
+        states.progress(Relay, progress);
+    }
 
     // Bus.
-    let bus_arn = bus::reconcile(ctx).await.map_err(at(Component::Bus))?;
+    let bus_arn = bus::reconcile(ctx).await.map_err(at(Bus))?;
     status.bus_name = Some(ctx.names.bus.clone());
     status.bus_arn = bus_arn;
-    states.progress(Component::Bus, Progress::Ready);
-    states.progress(Component::Relay, Progress::Ready);
-    states.progress(Component::Consumers, Progress::Ready);
+    states.progress(Bus, Progress::Ready);
+
+    // Rules, targets, permissions.
+    for c in &spec.consumers {
+        let rule_name = ctx.names.rule(&c.name);
+        let rule_arn = rule::reconcile(ctx, &c.name, &c.event_pattern)
+            .await
+            .map_err(at(Consumers))?
+            .unwrap_or_else(|| after_apply("rule ARN"));
+        status.rule_arns.insert(c.name.clone(), rule_arn.clone());
+        let (target_arn, invoke) = match (&c.target.lambda_function_arn, &c.target.sqs_queue_arn) {
+            (Some(f), _) => (Some(f.clone()), Some(f.clone())),
+            (None, Some(q)) => {
+                status
+                    .required_actions
+                    .push(permission::sqs_required_action(
+                        q,
+                        &rule_arn,
+                        &format!("target of consumer {}", c.name),
+                    ));
+                (Some(q.clone()), None)
+            }
+            (None, None) => {
+                let arn = consumer_fns.get(&c.name).cloned().flatten();
+                let arn = if ctx.apply {
+                    arn
+                } else {
+                    arn.or_else(|| Some(after_apply("consumer function ARN")))
+                };
+                (arn, Some(ctx.names.consumer_function(&c.name)))
+            }
+        };
+        if let Some(dlq) = &c.dead_letter_arn {
+            status
+                .required_actions
+                .push(permission::sqs_required_action(
+                    dlq,
+                    &rule_arn,
+                    &format!("dead-letter queue of consumer {}", c.name),
+                ));
+        }
+        let Some(target_arn) = target_arn else {
+            // The bundled function is not there yet (its role is not assumable): next pass.
+            continue;
+        };
+        let d = target::Desired {
+            arn: target_arn,
+            retry_attempts: c.retry_policy.maximum_retry_attempts,
+            max_age_seconds: c.retry_policy.maximum_event_age_seconds,
+            dead_letter_arn: c.dead_letter_arn.clone(),
+        };
+        target::reconcile(ctx, &rule_name, &d)
+            .await
+            .map_err(at(Consumers))?;
+        if let Some(function) = invoke {
+            permission::reconcile(ctx, &c.name, &function, &rule_arn)
+                .await
+                .map_err(at(Consumers))?;
+        }
+    }
+    // Consumers removed from the spec: their rule is how they are found.
+    let wanted: Vec<String> = spec.consumers.iter().map(|c| c.name.clone()).collect();
+    let rules = if status.bus_arn.is_some() {
+        rule::list(ctx).await.map_err(at(Consumers))?
+    } else {
+        Vec::new()
+    };
+    for r in rules {
+        let Some(consumer) = ctx.names.consumer_of_rule(&r).map(str::to_owned) else {
+            continue;
+        };
+        if !wanted.contains(&consumer) {
+            remove_consumer(ctx, &consumer)
+                .await
+                .map_err(at(Consumers))?;
+        }
+    }
+    states.progress(Consumers, Progress::Ready);
     Ok(())
+}
+
+/// Removes what a consumer that left the spec had: our permission on a user's function, the
+/// bundled function and its role, then the rule (last, so an interrupted removal is found again).
+async fn remove_consumer(ctx: &mut Ctx<'_>, consumer: &str) -> Result<(), EngineError> {
+    let rule_name = ctx.names.rule(consumer);
+    if !ctx.apply {
+        ctx.record(
+            Component::Consumers,
+            super::Verb::Delete,
+            format!("eventbridge rule {rule_name}"),
+            format!("consumer {consumer} is no longer in the spec"),
+        );
+        return Ok(());
+    }
+    let bundled_fn = ctx.names.consumer_function(consumer);
+    for t in target::observe(ctx, &rule_name).await? {
+        if t.arn.contains(":lambda:") && !t.arn.ends_with(&format!(":function:{bundled_fn}")) {
+            permission::delete(ctx, consumer, &t.arn).await?;
+        }
+    }
+    function::delete(ctx, Component::Consumers, &bundled_fn).await?;
+    iam::delete(ctx, Component::Consumers, &bundled_fn).await?;
+    rule::delete(ctx, &rule_name).await
 }
 
 /// One delete pass in reverse creation order.
@@ -236,8 +499,72 @@ pub async fn delete(
     );
     async move {
         let mut ctx = Ctx::new(clients, config, pipeline, true);
-        let mut waits: Vec<String> = Vec::new();
+        let spec = &pipeline.spec;
+        // The table's ARN tells account and region (the failure bucket's name depends on them).
+        let table_name = ctx.names.table.clone();
+        if let Some(env) = table::observe(&ctx, &table_name)
+            .await?
+            .and_then(|t| super::context::AwsEnv::from_arn(&t.arn))
+        {
+            ctx.env = env;
+        }
+        // Consumers: the spec's and any whose rule is still on the bus.
+        let mut consumers: Vec<String> = spec.consumers.iter().map(|c| c.name.clone()).collect();
+        let bus_exists = bus::observe(&ctx, &ctx.names.bus.clone()).await?.is_some();
+        if bus_exists {
+            for r in rule::list(&ctx).await? {
+                if let Some(c) = ctx.names.consumer_of_rule(&r)
+                    && !consumers.iter().any(|x| x == c)
+                {
+                    consumers.push(c.to_owned());
+                }
+            }
+        }
+        for c in &consumers {
+            let user_fn = spec
+                .consumers
+                .iter()
+                .find(|s| &s.name == c)
+                .and_then(|s| s.target.lambda_function_arn.clone());
+            if let Some(f) = user_fn {
+                permission::delete(&mut ctx, c, &f).await?;
+            }
+            if bus_exists {
+                let rule_name = ctx.names.rule(c);
+                if !spec.consumers.iter().any(|s| &s.name == c) {
+                    // A consumer that left the spec: its target tells a user's function.
+                    let bundled_fn = ctx.names.consumer_function(c);
+                    for t in target::observe(&ctx, &rule_name).await? {
+                        if t.arn.contains(":lambda:")
+                            && !t.arn.ends_with(&format!(":function:{bundled_fn}"))
+                        {
+                            permission::delete(&mut ctx, c, &t.arn).await?;
+                        }
+                    }
+                }
+                rule::delete(&mut ctx, &rule_name).await?;
+            }
+        }
         bus::delete(&mut ctx).await?;
+        let relay_fn = ctx.names.relay_function.clone();
+        mapping::delete(&mut ctx, &relay_fn).await?;
+        let mut functions = vec![
+            (Component::Relay, relay_fn),
+            (Component::Relay, ctx.names.writer_function.clone()),
+        ];
+        for c in &consumers {
+            functions.push((Component::Consumers, ctx.names.consumer_function(c)));
+        }
+        for (component, f) in &functions {
+            function::delete(&mut ctx, *component, f).await?;
+        }
+        for (component, f) in &functions {
+            iam::delete(&mut ctx, *component, f).await?;
+        }
+        if spec.relay.on_failure_destination_arn.is_none() && ctx.env.account != "<account>" {
+            bucket::delete(&mut ctx).await?;
+        }
+        let mut waits: Vec<String> = Vec::new();
         if let Progress::Waiting(m) = table::delete(&mut ctx).await? {
             waits.push(m);
         }

@@ -1,0 +1,483 @@
+//! The event source mapping: the table's stream → the relay.
+//!
+//! Settings come from the spec; FunctionResponseTypes is always [ReportBatchItemFailures];
+//! FilterCriteria is one pattern `{"eventName": [mapped change types]}` so unmapped changes never
+//! invoke (or bill) the relay; DestinationConfig.OnFailure is the spec's destination or the
+//! failure bucket. A mapping is updated in place; it is recreated only when the stream ARN
+//! changed (a re-enabled stream is a new stream). Existing mappings are found by function and
+//! stream before one is created, so a retried pass never makes a duplicate.
+
+use aws_sdk_lambda::types::{
+    DestinationConfig, EventSourceMappingConfiguration, EventSourcePosition, Filter,
+    FilterCriteria, FunctionResponseType, OnFailure,
+};
+use serde_json::{Value, json};
+
+use crate::crd::{ChangeType, StartingPosition};
+
+use super::context::{Ctx, Progress};
+use super::errors::{AwsResultExt, aws_error, is_not_found};
+use super::{Component, EngineError, Verb};
+
+/// The mapping's settings (what can be updated in place).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub batch_size: i32,
+    pub batching_window: i32,
+    pub retries: i32,
+    pub record_age: i32,
+    pub bisect: bool,
+    pub parallelization: i32,
+    pub report_batch_item_failures: bool,
+    pub filter: Option<Value>,
+    pub on_failure: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub stream_arn: Option<String>,
+    pub starting_position: StartingPosition,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub uuid: String,
+    pub stream_arn: String,
+    pub state: String,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A mapping on an old stream or a duplicate.
+    Delete {
+        uuid: String,
+        why: String,
+    },
+    Create,
+    Update {
+        uuid: String,
+        what: Vec<&'static str>,
+    },
+}
+
+/// The filter pattern for the mapped change types, in INSERT, MODIFY, REMOVE order.
+pub fn filter_pattern(changes: &[ChangeType]) -> Value {
+    let mut names: Vec<ChangeType> = changes.to_vec();
+    names.sort();
+    names.dedup();
+    json!({"eventName": names.iter().map(|c| c.as_str()).collect::<Vec<_>>()})
+}
+
+pub fn desired(ctx: &Ctx<'_>, stream_arn: Option<String>, on_failure: String) -> Desired {
+    let r = &ctx.spec.relay;
+    let changes: Vec<ChangeType> = r.events.iter().map(|e| e.change).collect();
+    Desired {
+        stream_arn,
+        starting_position: r.starting_position,
+        settings: Settings {
+            batch_size: r.batch_size,
+            batching_window: r.maximum_batching_window_seconds,
+            retries: r.maximum_retry_attempts,
+            record_age: r.maximum_record_age_seconds,
+            bisect: r.bisect_batch_on_function_error,
+            parallelization: r.parallelization_factor,
+            report_batch_item_failures: true,
+            filter: Some(filter_pattern(&changes)),
+            on_failure: Some(on_failure),
+        },
+    }
+}
+
+fn differences(want: &Settings, have: &Settings) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if want.batch_size != have.batch_size {
+        what.push("batchSize");
+    }
+    if want.batching_window != have.batching_window {
+        what.push("maximumBatchingWindowSeconds");
+    }
+    if want.retries != have.retries {
+        what.push("maximumRetryAttempts");
+    }
+    if want.record_age != have.record_age {
+        what.push("maximumRecordAgeSeconds");
+    }
+    if want.bisect != have.bisect {
+        what.push("bisectBatchOnFunctionError");
+    }
+    if want.parallelization != have.parallelization {
+        what.push("parallelizationFactor");
+    }
+    if want.report_batch_item_failures != have.report_batch_item_failures {
+        what.push("functionResponseTypes");
+    }
+    if want.filter != have.filter {
+        what.push("filterCriteria");
+    }
+    if want.on_failure != have.on_failure {
+        what.push("onFailureDestination");
+    }
+    what
+}
+
+/// What the diff found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diff {
+    pub changes: Vec<Change>,
+    /// The mapping is in a transitional state: wait before touching it.
+    pub wait: Option<String>,
+}
+
+/// Pure: wanted vs every mapping of the relay function.
+pub fn diff(d: &Desired, observed: &[Observed]) -> Diff {
+    let mut changes = Vec::new();
+    let mut wait = None;
+    let current: Vec<&Observed> = observed
+        .iter()
+        .filter(|m| Some(&m.stream_arn) == d.stream_arn.as_ref())
+        .collect();
+    for m in observed
+        .iter()
+        .filter(|m| Some(&m.stream_arn) != d.stream_arn.as_ref())
+    {
+        if m.state != "Deleting" {
+            changes.push(Change::Delete {
+                uuid: m.uuid.clone(),
+                why: format!(
+                    "reads stream {} which is no longer the table's",
+                    m.stream_arn
+                ),
+            });
+        }
+    }
+    let live: Vec<&&Observed> = current.iter().filter(|m| m.state != "Deleting").collect();
+    match live.split_first() {
+        None => changes.push(Change::Create),
+        Some((keep, extra)) => {
+            for m in extra {
+                changes.push(Change::Delete {
+                    uuid: m.uuid.clone(),
+                    why: "duplicate mapping of the same stream".to_owned(),
+                });
+            }
+            match keep.state.as_str() {
+                "Creating" | "Enabling" | "Updating" | "Disabling" => {
+                    wait = Some(format!(
+                        "event source mapping {} is {}",
+                        keep.uuid, keep.state
+                    ));
+                }
+                state => {
+                    let mut what = differences(&d.settings, &keep.settings);
+                    if state != "Enabled" {
+                        what.insert(0, "enabled");
+                    }
+                    if !what.is_empty() {
+                        changes.push(Change::Update {
+                            uuid: keep.uuid.clone(),
+                            what,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Diff { changes, wait }
+}
+
+fn parse(m: &EventSourceMappingConfiguration) -> Observed {
+    let filter = m
+        .filter_criteria()
+        .map(|f| f.filters())
+        .and_then(|f| f.first())
+        .and_then(|f| f.pattern())
+        .and_then(|p| serde_json::from_str(p).ok());
+    Observed {
+        uuid: m.uuid().unwrap_or_default().to_owned(),
+        stream_arn: m.event_source_arn().unwrap_or_default().to_owned(),
+        state: m.state().unwrap_or_default().to_owned(),
+        settings: Settings {
+            batch_size: m.batch_size().unwrap_or(100),
+            batching_window: m.maximum_batching_window_in_seconds().unwrap_or(0),
+            retries: m.maximum_retry_attempts().unwrap_or(-1),
+            record_age: m.maximum_record_age_in_seconds().unwrap_or(-1),
+            bisect: m.bisect_batch_on_function_error().unwrap_or(false),
+            parallelization: m.parallelization_factor().unwrap_or(1),
+            report_batch_item_failures: m
+                .function_response_types()
+                .contains(&FunctionResponseType::ReportBatchItemFailures),
+            filter,
+            on_failure: m
+                .destination_config()
+                .and_then(|d| d.on_failure())
+                .and_then(|o| o.destination())
+                .map(str::to_owned),
+        },
+    }
+}
+
+pub async fn observe(ctx: &Ctx<'_>, function: &str) -> Result<Vec<Observed>, EngineError> {
+    let resource = format!("event source mappings of {function}");
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = match ctx
+            .clients
+            .lambda
+            .list_event_source_mappings()
+            .function_name(function)
+            .set_marker(marker.clone())
+            .send()
+            .await
+        {
+            Ok(p) => p,
+            Err(e) if is_not_found(&e) => return Ok(out),
+            Err(e) => return Err(aws_error(&e, "ListEventSourceMappings", &resource)),
+        };
+        out.extend(page.event_source_mappings().iter().map(parse));
+        match page.next_marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Observe → diff → apply; returns the mapping's UUID when there is one.
+pub async fn reconcile(
+    ctx: &mut Ctx<'_>,
+    function: &str,
+    d: &Desired,
+) -> Result<(Option<String>, Progress), EngineError> {
+    let observed = observe(ctx, function).await?;
+    let diff = diff(d, &observed);
+    let mut uuid = observed
+        .iter()
+        .find(|m| Some(&m.stream_arn) == d.stream_arn.as_ref() && m.state != "Deleting")
+        .map(|m| m.uuid.clone());
+    let mut progress = match diff.wait {
+        Some(w) => Progress::Waiting(w),
+        None => Progress::Ready,
+    };
+    let lambda = ctx.clients.lambda.clone();
+    let s = &d.settings;
+    let filter = FilterCriteria::builder()
+        .set_filters(
+            s.filter
+                .as_ref()
+                .map(|f| vec![Filter::builder().pattern(f.to_string()).build()]),
+        )
+        .build();
+    let destination = DestinationConfig::builder()
+        .set_on_failure(
+            s.on_failure
+                .as_ref()
+                .map(|a| OnFailure::builder().destination(a).build()),
+        )
+        .build();
+    for change in diff.changes {
+        match change {
+            Change::Delete { uuid: old, why } => {
+                let resource = format!("event source mapping {old}");
+                if ctx.apply {
+                    match lambda.delete_event_source_mapping().uuid(&old).send().await {
+                        Ok(_) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => {
+                            return Err(aws_error(&e, "DeleteEventSourceMapping", &resource));
+                        }
+                    }
+                }
+                ctx.record(Component::Relay, Verb::Delete, resource, why);
+            }
+            Change::Create => {
+                let stream = d.stream_arn.clone().unwrap_or_default();
+                let resource = format!("event source mapping {stream} -> {function}");
+                if ctx.apply {
+                    let out = lambda
+                        .create_event_source_mapping()
+                        .function_name(function)
+                        .event_source_arn(&stream)
+                        .starting_position(match d.starting_position {
+                            StartingPosition::TrimHorizon => EventSourcePosition::TrimHorizon,
+                            StartingPosition::Latest => EventSourcePosition::Latest,
+                        })
+                        .enabled(true)
+                        .batch_size(s.batch_size)
+                        .maximum_batching_window_in_seconds(s.batching_window)
+                        .maximum_retry_attempts(s.retries)
+                        .maximum_record_age_in_seconds(s.record_age)
+                        .bisect_batch_on_function_error(s.bisect)
+                        .parallelization_factor(s.parallelization)
+                        .function_response_types(FunctionResponseType::ReportBatchItemFailures)
+                        .filter_criteria(filter.clone())
+                        .destination_config(destination.clone())
+                        .send()
+                        .await
+                        .aws("CreateEventSourceMapping", &resource)?;
+                    uuid = out.uuid().map(str::to_owned);
+                    if let Some(state) = out.state().filter(|s| *s != "Enabled") {
+                        progress = Progress::Waiting(format!("{resource} is {state}"));
+                    }
+                }
+                ctx.record(
+                    Component::Relay,
+                    Verb::Create,
+                    resource,
+                    format!(
+                        "batch size {}, filter {}",
+                        s.batch_size,
+                        s.filter.clone().unwrap_or_default()
+                    ),
+                );
+            }
+            Change::Update { uuid: id, what } => {
+                let resource = format!("event source mapping {id}");
+                if ctx.apply {
+                    let out = lambda
+                        .update_event_source_mapping()
+                        .uuid(&id)
+                        .function_name(function)
+                        .enabled(true)
+                        .batch_size(s.batch_size)
+                        .maximum_batching_window_in_seconds(s.batching_window)
+                        .maximum_retry_attempts(s.retries)
+                        .maximum_record_age_in_seconds(s.record_age)
+                        .bisect_batch_on_function_error(s.bisect)
+                        .parallelization_factor(s.parallelization)
+                        .function_response_types(FunctionResponseType::ReportBatchItemFailures)
+                        .filter_criteria(filter.clone())
+                        .destination_config(destination.clone())
+                        .send()
+                        .await
+                        .aws("UpdateEventSourceMapping", &resource)?;
+                    if let Some(state) = out.state().filter(|s| *s != "Enabled") {
+                        progress = Progress::Waiting(format!("{resource} is {state}"));
+                    }
+                }
+                ctx.record(Component::Relay, Verb::Update, resource, what.join(", "));
+            }
+        }
+    }
+    Ok((uuid, progress))
+}
+
+/// Deletes every mapping of the relay function.
+pub async fn delete(ctx: &mut Ctx<'_>, function: &str) -> Result<(), EngineError> {
+    for m in observe(ctx, function).await? {
+        if m.state == "Deleting" {
+            continue;
+        }
+        let resource = format!("event source mapping {}", m.uuid);
+        match ctx
+            .clients
+            .lambda
+            .delete_event_source_mapping()
+            .uuid(&m.uuid)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(aws_error(&e, "DeleteEventSourceMapping", &resource)),
+        }
+        ctx.record(Component::Relay, Verb::Delete, resource, "");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(stream: &str) -> Desired {
+        Desired {
+            stream_arn: Some(stream.into()),
+            starting_position: StartingPosition::TrimHorizon,
+            settings: Settings {
+                batch_size: 100,
+                batching_window: 0,
+                retries: 10,
+                record_age: 86400,
+                bisect: true,
+                parallelization: 1,
+                report_batch_item_failures: true,
+                filter: Some(filter_pattern(&[ChangeType::Remove, ChangeType::Insert])),
+                on_failure: Some("arn:aws:s3:::b".into()),
+            },
+        }
+    }
+
+    fn have(d: &Desired, uuid: &str, stream: &str, state: &str) -> Observed {
+        Observed {
+            uuid: uuid.into(),
+            stream_arn: stream.into(),
+            state: state.into(),
+            settings: d.settings.clone(),
+        }
+    }
+
+    #[test]
+    fn filter_lists_only_mapped_change_types() {
+        assert_eq!(
+            filter_pattern(&[ChangeType::Remove, ChangeType::Insert]),
+            json!({"eventName": ["INSERT", "REMOVE"]})
+        );
+    }
+
+    #[test]
+    fn missing_mapping_is_created_and_in_sync_is_left_alone() {
+        let d = want("s1");
+        assert_eq!(diff(&d, &[]).changes, vec![Change::Create]);
+        let o = have(&d, "u1", "s1", "Enabled");
+        assert!(diff(&d, &[o]).changes.is_empty());
+    }
+
+    #[test]
+    fn new_stream_recreates_the_mapping() {
+        let d = want("s2");
+        let o = have(&d, "u1", "s1", "Enabled");
+        assert_eq!(
+            diff(&d, &[o]).changes,
+            vec![
+                Change::Delete {
+                    uuid: "u1".into(),
+                    why: "reads stream s1 which is no longer the table's".into()
+                },
+                Change::Create
+            ]
+        );
+    }
+
+    #[test]
+    fn disabled_or_changed_mapping_is_updated_in_place() {
+        let d = want("s1");
+        let mut o = have(&d, "u1", "s1", "Disabled");
+        o.settings.batch_size = 7;
+        assert_eq!(
+            diff(&d, &[o]).changes,
+            vec![Change::Update {
+                uuid: "u1".into(),
+                what: vec!["enabled", "batchSize"]
+            }]
+        );
+    }
+
+    #[test]
+    fn transitional_mapping_waits_and_duplicates_are_removed() {
+        let d = want("s1");
+        let a = have(&d, "u1", "s1", "Creating");
+        let b = have(&d, "u2", "s1", "Enabled");
+        let diff = diff(&d, &[a, b]);
+        assert!(diff.wait.is_some());
+        assert_eq!(
+            diff.changes,
+            vec![Change::Delete {
+                uuid: "u2".into(),
+                why: "duplicate mapping of the same stream".into()
+            }]
+        );
+    }
+}
