@@ -599,11 +599,16 @@ async fn report_malformed<R>(invalid: &InvalidObject, ctx: &Context<R>) -> Resul
     Ok(Action::await_change())
 }
 
-/// A shutdown trigger every task can await (SIGTERM or SIGINT, once).
-type Shutdown = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
+/// A one-shot trigger any number of tasks can await (shutdown requested, lease lost).
+pub type Trigger = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
-fn shutdown_signal() -> Shutdown {
-    async {
+/// Makes a [`Trigger`] that fires when `fut` completes.
+pub fn trigger(fut: impl Future<Output = ()> + Send + 'static) -> Trigger {
+    fut.boxed().shared()
+}
+
+fn shutdown_signal() -> Trigger {
+    trigger(async {
         #[cfg(unix)]
         let terminate = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -623,9 +628,7 @@ fn shutdown_signal() -> Shutdown {
             () = terminate => {}
         }
         info!("shutdown requested: finishing running reconciliations");
-    }
-    .boxed()
-    .shared()
+    })
 }
 
 fn init_tracing(format: LogFormat) {
@@ -744,7 +747,7 @@ async fn lead_and_run<R: Reconciler>(
     config: &Config,
     election: &crate::config::LeaderElection,
     ctx: Arc<Context<R>>,
-    shutdown: Shutdown,
+    shutdown: Trigger,
     readiness: &Readiness,
 ) -> anyhow::Result<()> {
     let namespace = election
@@ -766,28 +769,10 @@ async fn lead_and_run<R: Reconciler>(
     // The lease is reachable: this replica is a healthy leader or standby.
     readiness.set(true);
     info!(lease = %format!("{namespace}/{}", election.lease_name), identity = %config.identity, "waiting for leadership");
-    let mut result = Ok(());
-    loop {
-        tokio::select! {
-            () = shutdown.clone() => break,
-            changed = leading.wait_for(|l| *l) => if changed.is_err() {
-                result = Err(anyhow::anyhow!("leader election stopped unexpectedly"));
-                break;
-            },
-        }
-        info!("acquired the lease: starting the controller");
-        let mut watch_loss = leading.clone();
-        let lost = async move {
-            let _ = watch_loss.wait_for(|l| !*l).await;
-        }
-        .boxed()
-        .shared();
-        run_controller_until(client, config, ctx.clone(), shutdown.clone(), lost).await;
-        if shutdown.peek().is_some() {
-            break;
-        }
-        warn!("lost the lease: stopped reconciling; waiting to lead again");
-    }
+    let result = follow_leadership(&mut leading, shutdown, |stop| {
+        run_controller(client, config, ctx.clone(), stop)
+    })
+    .await;
     // Dropping the receiver makes the lease task release the lease and end.
     drop(leading);
     match lease_task.await {
@@ -795,24 +780,60 @@ async fn lead_and_run<R: Reconciler>(
         Ok(Err(e)) => warn!(error = %e, "cannot release the lease; it expires on its own"),
         Err(e) => warn!(error = %e, "leader-election task failed"),
     }
-    result
+    Ok(result?)
 }
 
+/// The lease manager stopped reporting leadership (its task ended) while not shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("leader election stopped unexpectedly")]
+pub struct LeaderElectionStopped;
+
+/// Runs `controller` only while `leading` says this replica holds the lease, until `shutdown`.
+///
+/// `controller` is given a trigger that fires when the lease is lost or shutdown is requested;
+/// it must stop taking work then and return once its running work is done. After a loss it is
+/// started again when the lease is regained.
+pub async fn follow_leadership<F, Fut>(
+    leading: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: Trigger,
+    mut controller: F,
+) -> Result<(), LeaderElectionStopped>
+where
+    F: FnMut(Trigger) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.clone() => return Ok(()),
+            changed = leading.wait_for(|l| *l) => if changed.is_err() {
+                return Err(LeaderElectionStopped);
+            },
+        }
+        info!("acquired the lease: starting the controller");
+        let mut watch_loss = leading.clone();
+        let shutdown_now = shutdown.clone();
+        let stop = trigger(async move {
+            tokio::select! {
+                // An error means the lease manager is gone: no longer leading either.
+                _ = watch_loss.wait_for(|l| !*l) => {}
+                () = shutdown_now => {}
+            }
+        });
+        controller(stop).await;
+        if shutdown.peek().is_some() {
+            return Ok(());
+        }
+        warn!("lost the lease: stopped reconciling; waiting to lead again");
+    }
+}
+
+/// Runs the controller until `stop` fires, then lets running reconciliations finish.
 async fn run_controller<R: Reconciler>(
     client: &Client,
     config: &Config,
     ctx: Arc<Context<R>>,
-    shutdown: Shutdown,
-) {
-    run_controller_until(client, config, ctx, shutdown, future::pending::<()>()).await;
-}
-
-async fn run_controller_until<R: Reconciler>(
-    client: &Client,
-    config: &Config,
-    ctx: Arc<Context<R>>,
-    shutdown: Shutdown,
-    stop: impl Future<Output = ()> + Send + Sync + 'static,
+    stop: Trigger,
 ) {
     let api: Api<Watched> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -820,7 +841,6 @@ async fn run_controller_until<R: Reconciler>(
     };
     Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(controller::Config::default().concurrency(config.concurrency))
-        .graceful_shutdown_on(shutdown)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

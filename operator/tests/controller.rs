@@ -772,6 +772,97 @@ fn backoff_doubles_from_five_seconds_up_to_five_minutes() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Leader election: the controller runs only while the lease is held
+
+/// A stand-in controller that reports when it starts and stops.
+fn recording_controller(
+    log: tokio::sync::mpsc::UnboundedSender<&'static str>,
+) -> impl FnMut(controller::Trigger) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    move |stop| {
+        let log = log.clone();
+        Box::pin(async move {
+            let _ = log.send("started");
+            stop.await;
+            let _ = log.send("stopped");
+        })
+    }
+}
+
+/// The next event; a generous guard turns a regression (an event that never comes) into a
+/// failure instead of a hung test run. Nothing here depends on how fast things happen.
+async fn next_event(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+) -> Option<&'static str> {
+    tokio::time::timeout(Duration::from_secs(60), events.recv())
+        .await
+        .expect("the follower never reported the expected transition")
+}
+
+#[tokio::test]
+async fn the_controller_runs_only_while_leading_and_stops_when_the_lease_is_lost() {
+    let (lead, mut leading) = tokio::sync::watch::channel(false);
+    let (request_shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = controller::trigger(async {
+        let _ = shutdown_requested.await;
+    });
+    let (log, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(async move {
+        controller::follow_leadership(&mut leading, shutdown, recording_controller(log)).await
+    });
+
+    // Standby: not started. The first thing it ever does is start, after the lease is won.
+    lead.send_replace(true);
+    assert_eq!(next_event(&mut events).await, Some("started"));
+    lead.send_replace(false);
+    assert_eq!(
+        next_event(&mut events).await,
+        Some("stopped"),
+        "lease lost: stop reconciling"
+    );
+    lead.send_replace(true);
+    assert_eq!(
+        next_event(&mut events).await,
+        Some("started"),
+        "lease regained"
+    );
+    let _ = request_shutdown.send(());
+    assert_eq!(
+        next_event(&mut events).await,
+        Some("stopped"),
+        "shutdown stops the leader"
+    );
+    let result = follower.await.expect("follower task");
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        next_event(&mut events).await,
+        None,
+        "no restart after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn a_standby_exits_on_shutdown_without_starting_the_controller() {
+    let (_lead, mut leading) = tokio::sync::watch::channel(false);
+    let shutdown = controller::trigger(async {});
+    let (log, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let result =
+        controller::follow_leadership(&mut leading, shutdown, recording_controller(log)).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(events.recv().await, None);
+}
+
+#[tokio::test]
+async fn a_dead_lease_manager_is_an_error_not_a_silent_standby() {
+    let (lead, mut leading) = tokio::sync::watch::channel(false);
+    drop(lead);
+    let shutdown = controller::trigger(std::future::pending());
+    let (log, _events) = tokio::sync::mpsc::unbounded_channel();
+    let result =
+        controller::follow_leadership(&mut leading, shutdown, recording_controller(log)).await;
+    assert!(result.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
 // Metrics endpoint
 
 /// A plain HTTP/1.0 GET on a blocking socket (no HTTP client in the dependency tree).
