@@ -46,6 +46,11 @@ crd: ## regenerate crds/outboxpipelines.yaml (and the chart's copy) from the Rus
 lambdas: venv ## build the writer, relay and consumer zips into $(ARTIFACTS)/<arch>/<function>/bootstrap.zip
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ARTIFACTS="$(ARTIFACTS)" scripts/build-lambdas.sh
 
+.PHONY: demo
+demo: venv lambdas ## quickstart: local AWS emulator, plan → apply → status of examples/user-created.yaml, a user's event end to end
+	cargo build -q -p outbox-operator -p outbox-local-trigger
+	MOTO_PORT=$(MOTO_PORT) ARTIFACTS="$(ARTIFACTS)" scripts/demo.sh
+
 .PHONY: moto-start moto-stop
 moto-start: venv ## start the local AWS emulator on 127.0.0.1:$(MOTO_PORT)
 	MOTO_PORT=$(MOTO_PORT) scripts/moto.sh start

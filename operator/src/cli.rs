@@ -1,6 +1,15 @@
-//! The `outbox-operator` command line.
+//! The `outbox-operator` command line: the standalone commands run the same engine as the
+//! controller, without a cluster (CI pipelines, GitOps checks, the quickstart).
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::EngineArgs;
+use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus};
+use crate::engine::{Action, Engine, Outcome};
+use crate::manifest::{self, Document};
 
 /// Kubernetes operator and standalone CLI for a lossless transactional outbox on AWS.
 #[derive(Debug, Parser)]
@@ -14,17 +23,409 @@ pub struct Cli {
 pub enum Command {
     /// Print the OutboxPipeline CustomResourceDefinition as YAML.
     Crd,
+    /// Reconcile pipelines from manifests until Ready (or the timeout).
+    Apply(ApplyArgs),
+    /// Show what apply would change; changes nothing.
+    Plan(PlanArgs),
+    /// Tear pipelines down, honouring their deletion policies (tables are kept by default).
+    Delete(ApplyArgs),
+    /// Show the conditions and AWS identifiers of pipelines.
+    Status(StatusArgs),
     /// Run the Kubernetes controller
     Run(Box<crate::config::RunArgs>),
 }
+
+/// Manifests to read.
+#[derive(Debug, Args)]
+pub struct Files {
+    /// Manifest file (YAML, multi-document); repeatable; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub files: Files,
+    /// Give up after this long (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "OUTBOX_TIMEOUT")]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub files: Files,
+    /// Exit 0 when in sync, 2 when changes are pending, 1 on error.
+    #[arg(long)]
+    pub exit_code: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub files: Files,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format on standard error: text or json.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text, env = "OUTBOX_LOG_FORMAT")]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Logs go to standard error, so standard output stays the command's result.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_CHANGES_PENDING: i32 = 2;
 
 /// Runs the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Crd => {
             print!("{}", crate::crd_yaml()?);
-            Ok(0)
+            Ok(EXIT_OK)
+        }
+        Command::Apply(args) => {
+            init_logging(args.log.format);
+            let Some(docs) = load(&args.files) else {
+                return Ok(EXIT_FAILED);
+            };
+            let engine = engine(&args.engine).await;
+            apply(&engine, &docs, args.timeout, &mut std::io::stdout()).await
+        }
+        Command::Plan(args) => {
+            init_logging(args.log.format);
+            let Some(docs) = load(&args.files) else {
+                return Ok(EXIT_FAILED);
+            };
+            let engine = engine(&args.engine).await;
+            plan(&engine, &docs, args.exit_code, &mut std::io::stdout()).await
+        }
+        Command::Delete(args) => {
+            init_logging(args.log.format);
+            let Some(docs) = load(&args.files) else {
+                return Ok(EXIT_FAILED);
+            };
+            let engine = engine(&args.engine).await;
+            delete(&engine, &docs, args.timeout, &mut std::io::stdout()).await
+        }
+        Command::Status(args) => {
+            init_logging(args.log.format);
+            let Some(docs) = load(&args.files) else {
+                return Ok(EXIT_FAILED);
+            };
+            let engine = engine(&args.engine).await;
+            status(&engine, &docs, args.output, &mut std::io::stdout()).await
         }
         Command::Run(args) => crate::controller::run(*args).await,
     }
+}
+
+async fn engine(args: &EngineArgs) -> Engine {
+    let sdk = crate::engine::aws_sdk_config(args.region.clone(), args.endpoint_url.clone()).await;
+    Engine::new(&sdk, args.engine_config())
+}
+
+/// Reads and checks every manifest first: one bad document changes nothing at all.
+fn load(files: &Files) -> Option<Vec<Document>> {
+    match read_all(&files.files) {
+        Ok(docs) if docs.is_empty() => {
+            eprintln!(
+                "error: no OutboxPipeline found in {}",
+                files.files.join(", ")
+            );
+            None
+        }
+        Ok(docs) => Some(docs),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+/// Reads every file; fails on the first invalid document.
+pub fn read_all(files: &[String]) -> Result<Vec<Document>, manifest::ManifestError> {
+    let mut docs = Vec::new();
+    for f in files {
+        docs.extend(manifest::read_path(f)?);
+    }
+    Ok(docs)
+}
+
+fn key(p: &OutboxPipeline) -> String {
+    format!("{}/{}", p.namespace_or_default(), p.name_or_empty())
+}
+
+fn print_actions(out: &mut dyn Write, pipeline: &str, actions: &[Action]) -> std::io::Result<()> {
+    for a in actions {
+        writeln!(out, "{pipeline}: {}: {a}", a.component.as_str())?;
+    }
+    Ok(())
+}
+
+/// `apply`: reconcile each pipeline until Ready, a terminal error, or the timeout.
+pub async fn apply(
+    engine: &Engine,
+    docs: &[Document],
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + timeout;
+    let mut code = EXIT_OK;
+    for doc in docs {
+        let name = key(&doc.pipeline);
+        let outcome = apply_one(engine, &doc.pipeline, &name, deadline, out).await?;
+        print_status(out, &name, &outcome.status)?;
+        if outcome.status.is_ready() {
+            writeln!(out, "{name}: Ready")?;
+        } else {
+            code = EXIT_FAILED;
+            match &outcome.error {
+                Some(e) => writeln!(out, "{name}: not Ready: {} ({e})", e.reason())?,
+                None => writeln!(
+                    out,
+                    "{name}: not Ready after {}",
+                    humantime::format_duration(timeout)
+                )?,
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn apply_one(
+    engine: &Engine,
+    pipeline: &OutboxPipeline,
+    name: &str,
+    deadline: Instant,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    loop {
+        let outcome = engine.reconcile(pipeline).await;
+        print_actions(out, name, &outcome.actions)?;
+        if outcome.status.is_ready() && outcome.requeue_after.is_none() {
+            return Ok(outcome);
+        }
+        if let Some(e) = &outcome.error
+            && !e.is_transient()
+        {
+            return Ok(outcome);
+        }
+        let wait = outcome.requeue_after.unwrap_or(Duration::from_secs(2));
+        if Instant::now() + wait > deadline {
+            return Ok(outcome);
+        }
+        if let Some(e) = &outcome.error {
+            tracing::info!(pipeline = name, error = %e, "transient error; retrying");
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// `plan`: print what apply would change.
+pub async fn plan(
+    engine: &Engine,
+    docs: &[Document],
+    exit_code: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let mut pending = false;
+    for doc in docs {
+        let name = key(&doc.pipeline);
+        match engine.plan(&doc.pipeline).await {
+            Ok(plan) if plan.in_sync() => writeln!(out, "{name}: in sync")?,
+            Ok(plan) => {
+                pending = true;
+                writeln!(out, "{name}: {} change(s) pending", plan.actions.len())?;
+                print_actions(out, &name, &plan.actions)?;
+            }
+            Err(e) => {
+                writeln!(out, "{name}: error: {e}")?;
+                return Ok(EXIT_FAILED);
+            }
+        }
+    }
+    Ok(if exit_code && pending {
+        EXIT_CHANGES_PENDING
+    } else {
+        EXIT_OK
+    })
+}
+
+/// `delete`: tear down each pipeline, honouring deletion policies.
+pub async fn delete(
+    engine: &Engine,
+    docs: &[Document],
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + timeout;
+    let mut code = EXIT_OK;
+    for doc in docs {
+        let name = key(&doc.pipeline);
+        loop {
+            match engine.delete(&doc.pipeline).await {
+                Ok(outcome) => {
+                    print_actions(out, &name, &outcome.actions)?;
+                    if outcome.done {
+                        writeln!(out, "{name}: deleted")?;
+                        break;
+                    }
+                    let wait = outcome.requeue_after.unwrap_or(Duration::from_secs(2));
+                    if Instant::now() + wait > deadline {
+                        writeln!(
+                            out,
+                            "{name}: not deleted after {}",
+                            humantime::format_duration(timeout)
+                        )?;
+                        code = EXIT_FAILED;
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e)
+                    if e.is_transient() && Instant::now() + Duration::from_secs(2) < deadline =>
+                {
+                    tracing::info!(pipeline = %name, error = %e, "transient error; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => {
+                    writeln!(out, "{name}: delete failed: {} ({e})", e.reason())?;
+                    code = EXIT_FAILED;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `status`: observe and print conditions and identifiers.
+pub async fn status(
+    engine: &Engine,
+    docs: &[Document],
+    output: OutputFormat,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let mut all = serde_json::Map::new();
+    let mut code = EXIT_OK;
+    for doc in docs {
+        let name = key(&doc.pipeline);
+        match engine.status(&doc.pipeline).await {
+            Ok(status) => {
+                if output == OutputFormat::Table {
+                    print_status(out, &name, &status)?;
+                }
+                all.insert(name, serde_json::to_value(&status)?);
+            }
+            Err(e) => {
+                writeln!(out, "{name}: error: {} ({e})", e.reason())?;
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    match output {
+        OutputFormat::Table => {}
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?,
+        OutputFormat::Yaml => write!(out, "{}", serde_saphyr::to_string(&all)?)?,
+    }
+    Ok(code)
+}
+
+/// Conditions as a table, then the identifiers.
+pub fn print_status(
+    out: &mut dyn Write,
+    name: &str,
+    status: &OutboxPipelineStatus,
+) -> std::io::Result<()> {
+    writeln!(out, "{name}")?;
+    writeln!(
+        out,
+        "  {:<16} {:<7} {:<13} MESSAGE",
+        "CONDITION", "STATUS", "REASON"
+    )?;
+    let order = std::iter::once(ConditionType::Ready).chain(ConditionType::COMPONENTS);
+    for t in order {
+        if let Some(c) = status.condition(t) {
+            writeln!(
+                out,
+                "  {:<16} {:<7} {:<13} {}",
+                c.type_, c.status, c.reason, c.message
+            )?;
+        }
+    }
+    let ids: [(&str, Option<&String>); 8] = [
+        ("table", status.table_name.as_ref()),
+        ("tableArn", status.table_arn.as_ref()),
+        ("streamArn", status.stream_arn.as_ref()),
+        ("relayFunctionArn", status.relay_function_arn.as_ref()),
+        ("writerFunctionArn", status.writer_function_arn.as_ref()),
+        (
+            "eventSourceMapping",
+            status.event_source_mapping_uuid.as_ref(),
+        ),
+        ("busArn", status.bus_arn.as_ref()),
+        (
+            "failureDestination",
+            status.failure_destination_arn.as_ref(),
+        ),
+    ];
+    for (label, value) in ids {
+        if let Some(v) = value {
+            writeln!(out, "  {label}: {v}")?;
+        }
+    }
+    for (consumer, arn) in &status.rule_arns {
+        writeln!(out, "  rule[{consumer}]: {arn}")?;
+    }
+    for (consumer, arn) in &status.consumer_function_arns {
+        writeln!(out, "  consumerFunction[{consumer}]: {arn}")?;
+    }
+    for action in &status.required_actions {
+        writeln!(out, "  action required: {action}")?;
+    }
+    Ok(())
 }

@@ -1,0 +1,288 @@
+//! Dev tooling: plays, against a local AWS emulator that cannot run Lambda functions, the two
+//! deliveries AWS would make — the event source mapping (stream → relay) and a rule's delivery
+//! (bus → consumer, through an SQS "tap" queue on the same bus). Used by `make demo` and the
+//! wire-level tests. Never part of the engine or the operator image.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use aws_lambda_events::event::dynamodb::{Event, EventRecord, UserIdentity};
+use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
+
+/// Reads every record currently in the stream, shard by shard, in stream order.
+pub async fn read_stream(
+    client: &aws_sdk_dynamodbstreams::Client,
+    stream_arn: &str,
+) -> Result<Vec<Record>> {
+    let description = client
+        .describe_stream()
+        .stream_arn(stream_arn)
+        .send()
+        .await
+        .with_context(|| format!("DescribeStream {stream_arn}"))?;
+    let shards = description
+        .stream_description()
+        .map(|d| d.shards().to_vec())
+        .unwrap_or_default();
+    let mut records = Vec::new();
+    for shard in shards {
+        let Some(shard_id) = shard.shard_id() else {
+            continue;
+        };
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_arn(stream_arn)
+            .shard_id(shard_id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .with_context(|| format!("GetShardIterator {shard_id}"))?
+            .shard_iterator;
+        // Bounded: an open shard always hands out a next iterator.
+        for _ in 0..100 {
+            let Some(it) = iterator.take() else { break };
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .with_context(|| format!("GetRecords {shard_id}"))?;
+            let got = page.records().len();
+            records.extend(page.records().iter().cloned());
+            if got == 0 {
+                break;
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    Ok(records)
+}
+
+fn item(map: Option<&HashMap<String, AttributeValue>>) -> serde_dynamo::Item {
+    map.cloned()
+        .map(serde_dynamo::Item::from)
+        .unwrap_or_default()
+}
+
+/// Shapes stream records into the event Lambda hands the relay, as the event source mapping does.
+pub fn to_lambda_event(records: &[Record], stream_arn: &str) -> Result<Event> {
+    let mut event = Event::default();
+    for r in records {
+        let change = r
+            .dynamodb()
+            .ok_or_else(|| anyhow!("stream record without a dynamodb section"))?;
+        let mut rec = EventRecord::default();
+        rec.event_id = r.event_id().unwrap_or_default().to_owned();
+        rec.event_name = r
+            .event_name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
+        rec.event_version = r.event_version().map(str::to_owned);
+        rec.event_source = Some("aws:dynamodb".to_owned());
+        rec.aws_region = r.aws_region().unwrap_or("us-east-1").to_owned();
+        rec.event_source_arn = Some(stream_arn.to_owned());
+        rec.user_identity = r.user_identity().map(|u| {
+            let mut id = UserIdentity::default();
+            id.type_ = u.r#type().unwrap_or_default().to_owned();
+            id.principal_id = u.principal_id().unwrap_or_default().to_owned();
+            id
+        });
+        if let Some(t) = change.approximate_creation_date_time() {
+            rec.change.approximate_creation_date_time =
+                chrono_from_secs(t.secs(), t.subsec_nanos())?;
+        }
+        rec.change.keys = item(change.keys());
+        rec.change.new_image = item(change.new_image());
+        rec.change.old_image = item(change.old_image());
+        rec.change.sequence_number = change.sequence_number().map(str::to_owned);
+        rec.change.size_bytes = change.size_bytes().unwrap_or_default();
+        rec.change.stream_view_type = change
+            .stream_view_type()
+            .map(|v| serde_json::from_value(serde_json::Value::String(v.as_str().to_owned())))
+            .transpose()
+            .context("stream view type")?;
+        event.records.push(rec);
+    }
+    Ok(event)
+}
+
+fn chrono_from_secs(secs: i64, nanos: u32) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(secs, nanos)
+        .ok_or_else(|| anyhow!("creation time {secs} out of range"))
+}
+
+/// The change types an event source mapping's FilterCriteria lets through, when its patterns
+/// are the `{"eventName": [...]}` shape the operator writes. `None`: no filter.
+pub fn filtered_event_names(patterns: &[String]) -> Result<Option<Vec<String>>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut names = Vec::new();
+    for p in patterns {
+        let v: serde_json::Value =
+            serde_json::from_str(p).with_context(|| format!("filter pattern {p}"))?;
+        let list = v
+            .get("eventName")
+            .and_then(|n| n.as_array())
+            .ok_or_else(|| anyhow!("filter pattern {p} does not filter on eventName"))?;
+        names.extend(list.iter().filter_map(|n| n.as_str().map(str::to_owned)));
+    }
+    Ok(Some(names))
+}
+
+/// Keeps the records whose change type passes the filter.
+pub fn apply_filter(event: &mut Event, names: Option<&[String]>) {
+    if let Some(names) = names {
+        event.records.retain(|r| names.contains(&r.event_name));
+    }
+}
+
+/// Receives what arrived at the tap queue within `wait`: the EventBridge events as JSON.
+pub async fn receive_events(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    want: usize,
+    wait: Duration,
+) -> Result<Vec<serde_json::Value>> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut events = Vec::new();
+    while events.len() < want && std::time::Instant::now() < deadline {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .context("ReceiveMessage")?;
+        for m in out.messages() {
+            let body = m.body().unwrap_or_default();
+            events.push(serde_json::from_str(body).context("tap message is not JSON")?);
+            if let Some(handle) = m.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .context("DeleteMessage")?;
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// A tap: an SQS queue and a rule with the same pattern as a consumer's rule on the same bus,
+/// so the test or demo sees what EventBridge would deliver to that consumer.
+pub struct Tap {
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub rule_name: String,
+    pub bus_name: String,
+}
+
+impl Tap {
+    pub async fn create(
+        events: &aws_sdk_eventbridge::Client,
+        sqs: &aws_sdk_sqs::Client,
+        bus_name: &str,
+        rule_name: &str,
+        pattern: &str,
+    ) -> Result<Tap> {
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(rule_name)
+            .send()
+            .await
+            .context("CreateQueue (tap)")?
+            .queue_url
+            .ok_or_else(|| anyhow!("CreateQueue returned no URL"))?;
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .context("GetQueueAttributes (tap)")?;
+        let queue_arn = attrs
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| anyhow!("tap queue has no ARN"))?;
+        events
+            .put_rule()
+            .name(rule_name)
+            .event_bus_name(bus_name)
+            .event_pattern(pattern)
+            .send()
+            .await
+            .context("PutRule (tap)")?;
+        events
+            .put_targets()
+            .rule(rule_name)
+            .event_bus_name(bus_name)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("tap")
+                    .arn(&queue_arn)
+                    .build()
+                    .context("tap target")?,
+            )
+            .send()
+            .await
+            .context("PutTargets (tap)")?;
+        Ok(Tap {
+            queue_url,
+            queue_arn,
+            rule_name: rule_name.to_owned(),
+            bus_name: bus_name.to_owned(),
+        })
+    }
+
+    /// Removes the tap rule and queue (so the operator can delete its bus).
+    pub async fn remove(
+        &self,
+        events: &aws_sdk_eventbridge::Client,
+        sqs: &aws_sdk_sqs::Client,
+    ) -> Result<()> {
+        events
+            .remove_targets()
+            .rule(&self.rule_name)
+            .event_bus_name(&self.bus_name)
+            .ids("tap")
+            .send()
+            .await
+            .context("RemoveTargets (tap)")?;
+        events
+            .delete_rule()
+            .name(&self.rule_name)
+            .event_bus_name(&self.bus_name)
+            .send()
+            .await
+            .context("DeleteRule (tap)")?;
+        sqs.delete_queue()
+            .queue_url(&self.queue_url)
+            .send()
+            .await
+            .context("DeleteQueue (tap)")?;
+        Ok(())
+    }
+}
+
+/// A function's environment variables, read back from Lambda (what the deployed code sees).
+pub async fn function_env(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+) -> Result<HashMap<String, String>> {
+    let conf = lambda
+        .get_function_configuration()
+        .function_name(function)
+        .send()
+        .await
+        .with_context(|| format!("GetFunctionConfiguration {function}"))?;
+    Ok(conf
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .unwrap_or_default())
+}
