@@ -280,10 +280,16 @@ mod tests {
         run: RunArgs,
     }
 
+    /// Parses flags only: the env vars are switched off, so the tests do not depend on the
+    /// environment they run in (`make test` sets AWS_REGION and OUTBOX_ARTIFACTS_DIR).
     fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
         let mut argv = vec!["outbox-operator"];
         argv.extend_from_slice(args);
-        TestCli::try_parse_from(argv).map(|c| c.run)
+        let matches = TestCli::command()
+            .mut_args(|a| a.env(None::<&str>))
+            .try_get_matches_from(argv)?;
+        TestCli::from_arg_matches(&matches).map(|c| c.run)
     }
 
     #[test]
