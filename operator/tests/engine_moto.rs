@@ -514,3 +514,532 @@ async fn user_created_example_converges_with_every_setting_and_then_makes_no_mut
     h.assert_steady(&p).await;
     assert!(h.engine.plan(&p).await.expect("plan").in_sync());
 }
+
+#[tokio::test]
+async fn user_lifecycle_example_converges_with_every_setting_and_then_makes_no_mutating_call() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("ul");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let p = example("user-lifecycle.yaml", &id);
+    let out = h.converge(&p).await;
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+}
+
+fn has_action(out: &Outcome, verb: Verb, resource_part: &str) -> bool {
+    out.actions
+        .iter()
+        .any(|a| a.verb == verb && a.resource.contains(resource_part))
+}
+
+#[tokio::test]
+async fn drift_is_repaired_for_each_case() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("dr");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let p = example("user-created.yaml", &id);
+    let first = h.converge(&p).await;
+    let names = Names::new(&cluster, &p);
+    let c = &h.clients;
+    let consumer = p.spec.consumers[0].name.clone();
+    let rule_name = names.rule(&consumer);
+    let uuid = first.status.event_source_mapping_uuid.clone().unwrap();
+
+    // Rule deleted (targets first, as EventBridge requires).
+    c.eventbridge
+        .remove_targets()
+        .rule(&rule_name)
+        .event_bus_name(&names.bus)
+        .ids("outbox-consumer")
+        .send()
+        .await
+        .unwrap();
+    c.eventbridge
+        .delete_rule()
+        .name(&rule_name)
+        .event_bus_name(&names.bus)
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(out.status.is_ready(), "{:#?}", out.status);
+    assert!(
+        has_action(&out, Verb::Create, &rule_name),
+        "{:#?}",
+        out.actions
+    );
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+
+    // Target deleted.
+    c.eventbridge
+        .remove_targets()
+        .rule(&rule_name)
+        .event_bus_name(&names.bus)
+        .ids("outbox-consumer")
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(
+        has_action(&out, Verb::Create, "target outbox-consumer"),
+        "{:#?}",
+        out.actions
+    );
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+
+    // Mapping disabled.
+    c.lambda
+        .update_event_source_mapping()
+        .uuid(&uuid)
+        .enabled(false)
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(has_action(&out, Verb::Update, &uuid), "{:#?}", out.actions);
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+
+    // Mapping batch size changed.
+    c.lambda
+        .update_event_source_mapping()
+        .uuid(&uuid)
+        .batch_size(7)
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| a.resource.contains(&uuid) && a.detail.contains("batchSize")),
+        "{:#?}",
+        out.actions
+    );
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+
+    // Relay environment edited by hand.
+    c.lambda
+        .update_function_configuration()
+        .function_name(&names.relay_function)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .variables("OUTBOX_BUS_NAME", "someone-elses-bus")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| a.resource.contains(&names.relay_function) && a.detail.contains("environment")),
+        "{:#?}",
+        out.actions
+    );
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+
+    // Point-in-time recovery turned off.
+    c.dynamodb
+        .update_continuous_backups()
+        .table_name(&names.table)
+        .point_in_time_recovery_specification(
+            aws_sdk_dynamodb::types::PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| a.detail.contains("point-in-time recovery")),
+        "{:#?}",
+        out.actions
+    );
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+
+    // Relay policy widened by hand.
+    let relay_role = names.role(&names.relay_function);
+    c.iam
+        .put_role_policy()
+        .role_name(&relay_role)
+        .policy_name("outbox")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(
+        has_action(&out, Verb::Update, &relay_role),
+        "{:#?}",
+        out.actions
+    );
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+
+    // Invoke permission removed.
+    c.lambda
+        .remove_permission()
+        .function_name(names.consumer_function(&consumer))
+        .statement_id(names.statement_id(&consumer))
+        .send()
+        .await
+        .unwrap();
+    let out = h.engine.reconcile(&p).await;
+    assert!(
+        has_action(&out, Verb::Create, "permission"),
+        "{:#?}",
+        out.actions
+    );
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+}
+
+async fn table_exists(h: &Harness, name: &str) -> bool {
+    h.clients
+        .dynamodb
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn function_exists(h: &Harness, name: &str) -> bool {
+    h.clients
+        .lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn bus_exists(h: &Harness, name: &str) -> bool {
+    h.clients
+        .eventbridge
+        .describe_event_bus()
+        .name(name)
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn role_exists(h: &Harness, name: &str) -> bool {
+    h.clients
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn delete_with_retain_keeps_the_table_and_a_bucket_holding_failed_batches() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("dret");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let p = example("user-lifecycle.yaml", &id);
+    let out = h.converge(&p).await;
+    let names = Names::new(&cluster, &p);
+    let bucket = out
+        .status
+        .failure_destination_arn
+        .clone()
+        .unwrap()
+        .trim_start_matches("arn:aws:s3:::")
+        .to_owned();
+    h.clients
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("failed-batch.json")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
+        .send()
+        .await
+        .unwrap();
+
+    let del = h.engine.delete(&p).await.expect("delete");
+    assert!(del.done, "{del:?}");
+    assert!(
+        del.actions
+            .iter()
+            .any(|a| a.verb == Verb::Retain && a.resource.contains(&names.table))
+    );
+    assert!(
+        del.actions
+            .iter()
+            .any(|a| a.verb == Verb::Retain && a.resource.contains(&bucket))
+    );
+    assert!(
+        table_exists(&h, &names.table).await,
+        "Retain keeps the table"
+    );
+    assert!(
+        h.clients
+            .s3
+            .head_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .is_ok()
+    );
+    assert!(!function_exists(&h, &names.relay_function).await);
+    assert!(!function_exists(&h, &names.writer_function).await);
+    for c in &p.spec.consumers {
+        assert!(!function_exists(&h, &names.consumer_function(&c.name)).await);
+        assert!(!role_exists(&h, &names.role(&names.consumer_function(&c.name))).await);
+    }
+    assert!(!role_exists(&h, &names.role(&names.relay_function)).await);
+    assert!(!bus_exists(&h, &names.bus).await, "bus policy Delete");
+    let maps = h
+        .clients
+        .lambda
+        .list_event_source_mappings()
+        .event_source_arn(out.status.stream_arn.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        maps.event_source_mappings()
+            .iter()
+            .all(|m| m.state() == Some("Deleting"))
+    );
+
+    // A second delete finds nothing more to do.
+    let again = h.engine.delete(&p).await.expect("delete again");
+    assert!(again.done);
+    assert!(
+        again.actions.iter().all(|a| a.verb == Verb::Retain),
+        "{:?}",
+        again.actions
+    );
+}
+
+#[tokio::test]
+async fn delete_with_delete_policy_turns_off_deletion_protection_then_deletes_the_table() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("ddel");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let mut p = example("user-created.yaml", &id);
+    p.spec.table.deletion_policy = outbox_operator::crd::DeletionPolicy::Delete;
+    p.spec.table.deletion_protection = true;
+    let out = h.converge(&p).await;
+    let names = Names::new(&cluster, &p);
+    let bucket = out
+        .status
+        .failure_destination_arn
+        .clone()
+        .unwrap()
+        .trim_start_matches("arn:aws:s3:::")
+        .to_owned();
+    let del = h.engine.delete(&p).await.expect("delete");
+    assert!(del.done);
+    let table = format!("dynamodb table {}", names.table);
+    let pos = |verb: Verb, detail: &str| {
+        del.actions
+            .iter()
+            .position(|a| a.verb == verb && a.resource == table && a.detail.contains(detail))
+    };
+    let unprotect = pos(Verb::Update, "deletion protection").expect("protection turned off");
+    let deleted = pos(Verb::Delete, "").expect("table deleted");
+    assert!(unprotect < deleted);
+    assert!(!table_exists(&h, &names.table).await);
+    assert!(
+        h.clients
+            .s3
+            .head_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .is_err(),
+        "empty bucket deleted"
+    );
+    assert!(!bus_exists(&h, &names.bus).await);
+}
+
+async fn create_foreign_table(h: &Harness, name: &str, stream: bool) {
+    let mut req = h
+        .clients
+        .dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        );
+    if stream {
+        req = req.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewImage)
+                .build()
+                .unwrap(),
+        );
+    }
+    req.send().await.unwrap();
+}
+
+async fn table_tags(h: &Harness, name: &str) -> BTreeMap<String, String> {
+    let t = h
+        .clients
+        .dynamodb
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .unwrap();
+    let arn = t.table().unwrap().table_arn().unwrap().to_owned();
+    let tags = h
+        .clients
+        .dynamodb
+        .list_tags_of_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    tags_of_table(tags.tags())
+}
+
+#[tokio::test]
+async fn foreign_untagged_table_of_the_same_name_is_a_conflict_and_left_untouched() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("conf");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let mut p = example("user-created.yaml", &id);
+    let table = format!("foreign-{id}");
+    p.spec.table.name = Some(table.clone());
+    create_foreign_table(&h, &table, false).await;
+
+    let out = h.engine.reconcile(&p).await;
+    let err = out.error.expect("conflict");
+    assert_eq!(err.reason(), Reason::Conflict);
+    let cond = out.status.condition(ConditionType::TableReady).unwrap();
+    assert_eq!(cond.status, "False");
+    assert_eq!(cond.reason, "Conflict");
+    assert!(cond.message.contains(&table), "{cond:?}");
+    let ready = out.status.condition(ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Conflict")
+    );
+    assert!(out.requeue_after.is_none(), "terminal: no hot loop");
+    assert!(out.actions.is_empty());
+    // Nothing was modified or created.
+    assert!(table_tags(&h, &table).await.is_empty());
+    let names = Names::new(&cluster, &p);
+    assert!(!bus_exists(&h, &names.bus).await);
+    assert!(!function_exists(&h, &names.relay_function).await);
+    // plan reports the conflict too; delete leaves the foreign table alone.
+    assert_eq!(
+        h.engine.plan(&p).await.unwrap_err().reason(),
+        Reason::Conflict
+    );
+    p.spec.table.deletion_policy = outbox_operator::crd::DeletionPolicy::Delete;
+    h.engine.delete(&p).await.expect("delete");
+    assert!(table_exists(&h, &table).await);
+}
+
+#[tokio::test]
+async fn adoption_needs_both_opt_ins_and_tags_the_table() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("adopt");
+    let cluster = format!("cl-{id}");
+    let mut p = example("user-created.yaml", &id);
+    let table = format!("legacy-{id}");
+    p.spec.table.name = Some(table.clone());
+
+    // Spec opt-in without the operator flag.
+    let h = Harness::new(&ep, &cluster, false).await;
+    create_foreign_table(&h, &table, true).await;
+    p.spec.table.adopt_existing = true;
+    let out = h.engine.reconcile(&p).await;
+    assert_eq!(out.error.map(|e| e.reason()), Some(Reason::Conflict));
+    assert!(table_tags(&h, &table).await.is_empty());
+
+    // Operator flag without the spec opt-in.
+    let h = Harness::new(&ep, &cluster, true).await;
+    p.spec.table.adopt_existing = false;
+    let out = h.engine.reconcile(&p).await;
+    assert_eq!(out.error.map(|e| e.reason()), Some(Reason::Conflict));
+    assert!(table_tags(&h, &table).await.is_empty());
+
+    // Both.
+    p.spec.table.adopt_existing = true;
+    let out = h.converge(&p).await;
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| a.verb == Verb::Adopt && a.resource.contains(&table)),
+        "{:#?}",
+        out.actions
+    );
+    let tags = table_tags(&h, &table).await;
+    assert_eq!(tags.get(tags::CLUSTER_ID), Some(&cluster));
+    check_pipeline(&h, &p, &cluster, &out).await;
+    h.assert_steady(&p).await;
+}
+
+#[tokio::test]
+async fn a_pipeline_of_another_cluster_never_claims_our_resources() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("xcl");
+    let ours = format!("cl-a-{id}");
+    let theirs = format!("cl-b-{id}");
+    let mut p = example("user-created.yaml", &id);
+    // Same explicit names in both clusters: the shared-account case.
+    p.spec.table.name = Some(format!("shared-{id}"));
+    p.spec.table.deletion_policy = outbox_operator::crd::DeletionPolicy::Delete;
+    let a = Harness::new(&ep, &ours, true).await;
+    a.converge(&p).await;
+
+    let mut p_b = p.clone();
+    p_b.spec.table.adopt_existing = true; // not even adoption takes another cluster's table
+    let b = Harness::new(&ep, &theirs, true).await;
+    let out = b.engine.reconcile(&p_b).await;
+    let err = out.error.expect("conflict");
+    assert_eq!(err.reason(), Reason::Conflict);
+    assert!(err.to_string().contains(&ours), "{err}");
+    let names_b = Names::new(&theirs, &p_b);
+    assert!(!function_exists(&b, &names_b.relay_function).await);
+
+    // Their delete leaves our table and bus alone.
+    b.engine.delete(&p_b).await.expect("delete");
+    let table = p.spec.table.name.clone().unwrap();
+    assert!(table_exists(&a, &table).await);
+    assert_eq!(
+        table_tags(&a, &table).await.get(tags::CLUSTER_ID),
+        Some(&ours)
+    );
+    assert!(bus_exists(&a, p.spec.bus.name.as_deref().unwrap()).await);
+    a.assert_steady(&p).await;
+}

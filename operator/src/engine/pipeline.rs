@@ -167,7 +167,7 @@ fn conditions(
                 (false, e.reason(), e.to_string())
             }
             None => {
-                requeue.get_or_insert(SETTLE_REQUEUE);
+                // Not reached: the pass stopped earlier (a wait or an error sets the requeue).
                 let msg = match blocker {
                     Some(b) => format!("waiting for {}", b.as_str()),
                     None => "waiting for earlier components".to_owned(),
