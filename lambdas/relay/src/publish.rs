@@ -158,6 +158,7 @@ pub async fn publish(
         let mut failed: Vec<Pending<'_>> = Vec::new();
         match result {
             CallResult::Entries(results) => {
+                let mut rejected: Option<(usize, String, String)> = None;
                 for (mut pending, result) in request.into_iter().zip(results) {
                     pending.attempts += 1;
                     match result {
@@ -167,14 +168,16 @@ pub async fn publish(
                             failed.push(pending);
                         }
                         Some((code, message)) => {
-                            // Report the earliest unpublished entry: a retryable one before it
-                            // in this request, or this one.
-                            let index = failed.first().map_or(pending.index, |p| p.index);
-                            outcome.stopped_at =
-                                Some((index, StopReason::Rejected { code, message }));
-                            return outcome;
+                            rejected.get_or_insert((pending.index, code, message));
                         }
                     }
+                }
+                if let Some((index, code, message)) = rejected {
+                    // Report the earliest unpublished entry: a retryable one before the
+                    // rejected one in this request, or the rejected one.
+                    let index = failed.first().map_or(index, |p| p.index.min(index));
+                    outcome.stopped_at = Some((index, StopReason::Rejected { code, message }));
+                    return outcome;
                 }
             }
             CallResult::Terminal(code, message) => {

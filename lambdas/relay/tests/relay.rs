@@ -625,6 +625,10 @@ async fn a_non_retryable_entry_stops_the_batch_at_that_record() {
     assert_eq!(failures(&report), [seq(12)]);
     let log = bus.log.lock().unwrap();
     assert_eq!(log.calls.len(), 2, "no call after the rejection");
+    assert_eq!(
+        report.published, 14,
+        "the rest of that call was published and is counted"
+    );
     assert!(!log.published_seqs().contains(&seq(12)));
 }
 
