@@ -246,15 +246,32 @@ fn validator() -> Option<&'static jsonschema::Validator> {
         .get_or_init(|| {
             // OpenAPI's `nullable` has no JSON Schema meaning; optional fields are simply absent.
             let mut schema = openapi_schema().clone();
+            // The CRD schema leaves the object's own envelope to the API server.
+            if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+                props.insert("apiVersion".into(), serde_json::json!({"type": "string"}));
+                props.insert("kind".into(), serde_json::json!({"type": "string"}));
+                props.insert("metadata".into(), serde_json::json!({"type": "object"}));
+            }
             strip_unknown_keywords(&mut schema);
             jsonschema::draft4::new(&schema).ok()
         })
         .as_ref()
 }
 
+/// Makes the openAPIV3Schema a plain JSON Schema: drops `x-kubernetes-*` and `nullable`, and
+/// rejects unknown fields (as `kubectl apply`'s strict field validation does) except where
+/// `x-kubernetes-preserve-unknown-fields` allows anything.
 fn strip_unknown_keywords(v: &mut Value) {
     match v {
         Value::Object(map) => {
+            let preserve =
+                map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            if !preserve
+                && map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+            {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
             map.retain(|k, _| !k.starts_with("x-kubernetes-") && k != "nullable");
             for (k, child) in map.iter_mut() {
                 // `default` and `example` hold data, not schemas.

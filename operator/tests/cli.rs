@@ -1,0 +1,258 @@
+//! The standalone CLI as a user runs it: the real binary, its exit codes and its output.
+//! Manifest errors need no AWS at all; the lifecycle test runs against the local emulator
+//! (moto server, started by `make unit`; `OUTBOX_TEST_ENDPOINT`).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_outbox-operator");
+
+fn repo(path: &str) -> String {
+    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The emulator's endpoint; `None` (skip) outside CI when it is not running, a failure in CI.
+fn endpoint() -> Option<String> {
+    match std::env::var("OUTBOX_TEST_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "OUTBOX_TEST_ENDPOINT is not set: CI must run these tests against the emulator (make unit)"
+            )
+        }
+        _ => {
+            eprintln!("skipping: OUTBOX_TEST_ENDPOINT not set (run `make unit`)");
+            None
+        }
+    }
+}
+
+fn cli(args: &[&str], endpoint: &str, cluster: &str, stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_PROFILE")
+        .env("OUTBOX_CLUSTER_ID", cluster)
+        .env(
+            "OUTBOX_ARTIFACTS_DIR",
+            repo("operator/tests/fixtures/artifacts"),
+        )
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn outbox-operator");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait outbox-operator")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// An endpoint where nothing listens: any AWS call would fail with a connection error.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
+#[test]
+fn invalid_manifest_fails_naming_document_and_field_before_any_aws_call() {
+    let bad = std::fs::read_to_string(repo("examples/user-lifecycle.yaml"))
+        .expect("example")
+        .replace("batchSize: 100", "batchSize: 0");
+    let input = format!(
+        "{}\n---\n{bad}",
+        std::fs::read_to_string(repo("examples/user-created.yaml")).expect("example")
+    );
+    for cmd in ["apply", "plan", "delete", "status"] {
+        let out = cli(&[cmd, "-f", "-"], NOWHERE, "cli-invalid", Some(&input));
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {all}");
+        assert!(all.contains("<stdin> document 2"), "{cmd}: {all}");
+        assert!(all.contains("spec.relay.batchSize"), "{cmd}: {all}");
+        // Nothing was attempted: no connection error, no per-pipeline output.
+        assert!(!all.contains("dispatch failure"), "{cmd}: {all}");
+        assert!(!all.contains("default/user-created"), "{cmd}: {all}");
+    }
+}
+
+#[test]
+fn unknown_field_and_invalid_yaml_are_named() {
+    let out = cli(
+        &["plan", "-f", "-"],
+        NOWHERE,
+        "cli-invalid",
+        Some(
+            "apiVersion: outbox.dev/v1alpha1\nkind: OutboxPipeline\nmetadata: {name: x}\nspec:\n  tabel: {}\n",
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("tabel"), "{}", text(&out));
+
+    let out = cli(
+        &["plan", "-f", "-"],
+        NOWHERE,
+        "cli-invalid",
+        Some("spec: [oops"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("invalid YAML"), "{}", text(&out));
+
+    let out = cli(
+        &["plan", "-f", "/nonexistent/pipeline.yaml"],
+        NOWHERE,
+        "x",
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("/nonexistent/pipeline.yaml"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn plan_apply_status_delete_lifecycle() {
+    let Some(endpoint) = endpoint() else { return };
+    // A unique name per run keeps runs on one long-lived emulator apart.
+    let name = format!("cli-{}", std::process::id());
+    let manifest = std::fs::read_to_string(repo("examples/user-created.yaml"))
+        .expect("example")
+        .replace(
+            "name: user-created\n  namespace",
+            &format!("name: {name}\n  namespace"),
+        )
+        .replace("name: users", &format!("name: {name}-bus"))
+        .replace(
+            "  writer:\n    enabled: true",
+            "  writer:\n    enabled: true\n  tags:\n    suite: cli",
+        );
+    let cluster = "cli-test";
+    let pipeline = format!("default/{name}");
+
+    let plan = cli(
+        &["plan", "-f", "-", "--exit-code"],
+        &endpoint,
+        cluster,
+        Some(&manifest),
+    );
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "fresh pipeline: changes pending\n{}",
+        text(&plan)
+    );
+    assert!(
+        text(&plan).contains("create dynamodb table"),
+        "{}",
+        text(&plan)
+    );
+
+    let apply = cli(
+        &["apply", "-f", "-", "--timeout", "2m"],
+        &endpoint,
+        cluster,
+        Some(&manifest),
+    );
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(
+        text(&apply).contains(&format!("{pipeline}: Ready")),
+        "{}",
+        text(&apply)
+    );
+
+    let plan = cli(
+        &["plan", "-f", "-", "--exit-code"],
+        &endpoint,
+        cluster,
+        Some(&manifest),
+    );
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "after apply: in sync\n{}",
+        text(&plan)
+    );
+    assert!(text(&plan).contains("in sync"));
+
+    let status = cli(
+        &["status", "-f", "-", "-o", "json"],
+        &endpoint,
+        cluster,
+        Some(&manifest),
+    );
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let json: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status -o json prints JSON");
+    let s = &json[&pipeline];
+    for field in [
+        "tableArn",
+        "streamArn",
+        "relayFunctionArn",
+        "busArn",
+        "eventSourceMappingUuid",
+    ] {
+        assert!(s[field].is_string(), "status lacks {field}: {s}");
+    }
+    let ready = s["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready["status"], "True");
+
+    let yaml = cli(
+        &["status", "-f", "-", "-o", "yaml"],
+        &endpoint,
+        cluster,
+        Some(&manifest),
+    );
+    assert!(String::from_utf8_lossy(&yaml.stdout).contains("tableArn:"));
+
+    let delete = cli(
+        &["delete", "-f", "-", "--timeout", "2m"],
+        &endpoint,
+        cluster,
+        Some(&manifest),
+    );
+    assert_eq!(delete.status.code(), Some(0), "{}", text(&delete));
+    let out = text(&delete);
+    assert!(out.contains(&format!("{pipeline}: deleted")), "{out}");
+    assert!(
+        out.contains("retain dynamodb table"),
+        "the table is kept by default: {out}"
+    );
+
+    // After delete only the retained table is left: a new plan recreates the rest.
+    let plan = cli(
+        &["plan", "-f", "-", "--exit-code"],
+        &endpoint,
+        cluster,
+        Some(&manifest),
+    );
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(
+        !text(&plan).contains("create dynamodb table"),
+        "{}",
+        text(&plan)
+    );
+}
