@@ -404,8 +404,7 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
     assert_eq!((user, &detail.keys), (&None, &json!({ "id": bob_id })));
     assert!(!detail.ttl_expired);
     // Event ids are the relay's (stable per record), one per record.
-    let mut ids: Vec<&str> = parsed.iter().map(UserEvent::event_id).collect();
-    ids.dedup();
+    let ids: std::collections::BTreeSet<&str> = parsed.iter().map(UserEvent::event_id).collect();
     assert_eq!(ids.len(), 4);
     assert_eq!(
         parsed[0].event_id(),
