@@ -74,8 +74,8 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
     /// The engine (or the spec check before it) stopped; the status and an Event say why.
-    #[error("{0}")]
-    Engine(#[source] EngineError),
+    #[error(transparent)]
+    Engine(EngineError),
     /// The engine's delete has not finished (e.g. a function still being deleted); the finalizer
     /// stays until it has.
     #[error("deletion in progress: AWS resources remain")]
@@ -127,6 +127,9 @@ pub struct Context<R> {
     pub resync_period: Duration,
     /// Consecutive transient failures per pipeline (`namespace/name`).
     attempts: Mutex<HashMap<String, u32>>,
+    /// Malformed objects already reported, with the generation reported: the report's own
+    /// status write wakes the watch again, and must not be repeated for the same generation.
+    malformed: Mutex<HashMap<String, Option<i64>>>,
 }
 
 impl<R> Context<R> {
@@ -144,6 +147,7 @@ impl<R> Context<R> {
             metrics,
             resync_period,
             attempts: Mutex::new(HashMap::new()),
+            malformed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -203,8 +207,14 @@ pub async fn reconcile<R: Reconciler>(
     );
     let result = async {
         match &obj.0 {
-            Ok(pipeline) => reconcile_pipeline(Arc::new(pipeline.clone()), &ctx).await,
-            Err(invalid) => report_malformed(invalid, &ctx).await,
+            Ok(pipeline) => {
+                ctx.malformed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
+                reconcile_pipeline(Arc::new(pipeline.clone()), &ctx).await
+            }
+            Err(invalid) => report_malformed(invalid, &key, &ctx).await,
         }
     }
     .instrument(span.clone())
@@ -556,8 +566,21 @@ fn truncate(mut s: String, max: usize) -> String {
 /// An object that no longer deserializes into the current `OutboxPipeline` type: log, metric
 /// (by the caller), a Warning Event and Ready=False, then wait for a change. Nothing is done in
 /// AWS (its spec cannot be read), and a deletion waits until the object is fixed.
-async fn report_malformed<R>(invalid: &InvalidObject, ctx: &Context<R>) -> Result<Action, Error> {
+async fn report_malformed<R>(
+    invalid: &InvalidObject,
+    key: &str,
+    ctx: &Context<R>,
+) -> Result<Action, Error> {
     let meta = &invalid.metadata;
+    let already = ctx
+        .malformed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(key)
+        .is_some_and(|g| *g == meta.generation);
+    if already {
+        return Ok(Action::await_change());
+    }
     let message = format!(
         "cannot read this OutboxPipeline (fix or re-apply it): {}",
         invalid.error
@@ -596,6 +619,10 @@ async fn report_malformed<R>(invalid: &InvalidObject, ctx: &Context<R>) -> Resul
     );
     let api: Api<Watched> = Api::namespaced(ctx.client.clone(), namespace);
     patch_status(&api, name, &status).await?;
+    ctx.malformed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key.to_owned(), meta.generation);
     Ok(Action::await_change())
 }
 

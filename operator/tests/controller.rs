@@ -715,10 +715,15 @@ async fn a_malformed_object_is_reported_and_does_not_fail_the_controller() {
     let guard = watched(&object);
     assert!(guard.0.is_err(), "fixture must not deserialize");
     let h = Harness::new(FakeEngine::unused(), object.clone());
-    let action = reconcile(Arc::new(guard), h.ctx.clone())
+    let guard = Arc::new(guard);
+    let action = reconcile(guard.clone(), h.ctx.clone())
         .await
         .expect("reported, not failed");
     assert_eq!(action, Action::await_change());
+    // The report's own status write wakes the watch: the same generation is not reported again
+    // (no API call), so there is no loop.
+    let again = reconcile(guard, h.ctx.clone()).await.expect("quiet");
+    assert_eq!(again, Action::await_change());
     assert_eq!(
         metric(
             &h.metrics,
