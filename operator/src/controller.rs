@@ -855,8 +855,9 @@ where
     }
 }
 
-/// Runs the controller until `stop` fires, then lets running reconciliations finish.
-async fn run_controller<R: Reconciler>(
+/// Runs the controller (watching all namespaces or `config.namespace`, `config.concurrency`
+/// reconciliations at a time) until `stop` fires, then lets running reconciliations finish.
+pub async fn run_controller<R: Reconciler>(
     client: &Client,
     config: &Config,
     ctx: Arc<Context<R>>,

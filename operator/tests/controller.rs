@@ -777,6 +777,117 @@ fn backoff_doubles_from_five_seconds_up_to_five_minutes() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The whole controller: watch, queue, reconcile
+
+#[tokio::test]
+async fn a_malformed_pipeline_does_not_stop_the_controller_reconciling_the_others() {
+    let good = pipeline_json();
+    let mut legacy = with_finalizer(pipeline_json());
+    legacy["metadata"]["name"] = json!("legacy");
+    legacy["spec"]["legacyField"] = json!(true);
+    let list = json!({
+        "apiVersion": "outbox.dev/v1alpha1",
+        "kind": "OutboxPipelineList",
+        "metadata": { "resourceVersion": "1100" },
+        "items": [legacy.clone(), good.clone()],
+    });
+
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(Method, String)>();
+    let api_server = tokio::spawn(async move {
+        // Open watches are held, never answered: nothing changes after the initial list.
+        let mut open_watches = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or("").to_owned();
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default();
+            let _ = seen_tx.send((method.clone(), path.clone()));
+            let body = if query.contains("watch=true") {
+                open_watches.push(send);
+                continue;
+            } else if path == "/apis/outbox.dev/v1alpha1/outboxpipelines" {
+                serde_json::to_vec(&list)
+            } else if path.starts_with(EVENTS_PATH) {
+                Ok(bytes.to_vec())
+            } else if path.contains("/outboxpipelines/legacy") {
+                serde_json::to_vec(&legacy)
+            } else {
+                serde_json::to_vec(&good)
+            };
+            let body = body.expect("JSON");
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(body))
+                    .expect("response"),
+            );
+        }
+    });
+
+    let config = outbox_operator::config::Config {
+        engine: outbox_operator::engine::EngineConfig {
+            cluster_id: "c1".into(),
+            allow_adoption: false,
+            permissions_boundary_arn: None,
+            artifacts_dir: "/artifacts".into(),
+        },
+        region: None,
+        endpoint_url: None,
+        resync_period: RESYNC,
+        concurrency: 2,
+        metrics_port: 0,
+        log_format: outbox_operator::config::LogFormat::Text,
+        namespace: None,
+        leader_election: None,
+        identity: "test".into(),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        FakeEngine::unused(),
+        Reporter::from(FIELD_MANAGER),
+        metrics.clone(),
+        RESYNC,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = controller::trigger(async {
+        let _ = stop_rx.await;
+    });
+    let running = tokio::spawn(async move {
+        controller::run_controller(&client, &config, ctx, stop).await;
+    });
+
+    // Wait (with a hang guard) until both objects were handled: the good one got its finalizer,
+    // the malformed one its status report.
+    let mut good_finalized = false;
+    let mut legacy_reported = false;
+    while !(good_finalized && legacy_reported) {
+        let (method, path) = tokio::time::timeout(Duration::from_secs(60), seen.recv())
+            .await
+            .expect("the controller never handled both objects")
+            .expect("mock API server running");
+        good_finalized |= method == Method::PATCH && path == PIPELINE_PATH;
+        legacy_reported |= method == Method::PATCH
+            && path == "/apis/outbox.dev/v1alpha1/namespaces/default/outboxpipelines/legacy/status";
+    }
+    let _ = stop_tx.send(());
+    running.await.expect("controller stops on its trigger");
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"outbox_reconcile_errors_total{reason="Malformed"}"#
+        ),
+        Some(1.0)
+    );
+    api_server.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Leader election: the controller runs only while the lease is held
 
 /// A stand-in controller that reports when it starts and stops.
