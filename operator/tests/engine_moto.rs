@@ -114,8 +114,14 @@ impl Harness {
             "unexpected actions: {:#?}",
             out.actions
         );
-        let mutating: Vec<String> = self
-            .take_calls()
+        let calls = self.take_calls();
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.operation == "DescribeTable" && !c.mutating),
+            "the call observer saw the pass: {calls:?}"
+        );
+        let mutating: Vec<String> = calls
             .into_iter()
             .filter(|c| c.mutating)
             .map(|c| c.operation)

@@ -249,3 +249,29 @@ mod tests {
         assert!(text.contains("AccessDeniedException") && text.contains("CreateTable"));
     }
 }
+
+#[cfg(test)]
+mod mutating_tests {
+    #[test]
+    fn reads_are_not_mutating() {
+        use crate::engine::is_mutating;
+        for op in [
+            "DescribeTable",
+            "GetRole",
+            "ListRules",
+            "HeadBucket",
+            "GetPolicy",
+        ] {
+            assert!(!is_mutating(op), "{op}");
+        }
+        for op in [
+            "CreateTable",
+            "PutRolePolicy",
+            "UpdateEventSourceMapping",
+            "TagResource",
+            "AddPermission",
+        ] {
+            assert!(is_mutating(op), "{op}");
+        }
+    }
+}

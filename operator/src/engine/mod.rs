@@ -14,6 +14,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus, Reason};
@@ -149,9 +150,12 @@ impl Intercept for ObserverInterceptor {
         "OutboxCallObserver"
     }
 
-    fn read_before_execution(
+    // Not read_before_execution: client-level interceptors run that hook before the operation's
+    // configuration (and its Metadata) is in the bag. This hook runs once per operation too.
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
