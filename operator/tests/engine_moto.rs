@@ -514,9 +514,17 @@ async fn user_created_example_converges_with_every_setting_and_then_makes_no_mut
             .iter()
             .all(|a| a.verb == Verb::Create || a.verb == Verb::Update)
     );
-    h.take_calls();
+    let plan_calls = h.take_calls();
+    assert!(!plan_calls.is_empty());
+    assert!(
+        plan_calls.iter().all(|c| !c.mutating),
+        "plan changed something: {plan_calls:?}"
+    );
+    let status = h.engine.status(&p).await.expect("status");
+    assert!(!status.is_ready());
     let out = h.converge(&p).await;
     check_pipeline(&h, &p, &cluster, &out).await;
+    assert!(h.engine.status(&p).await.expect("status").is_ready());
     h.assert_steady(&p).await;
     assert!(h.engine.plan(&p).await.expect("plan").in_sync());
 }

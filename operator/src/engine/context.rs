@@ -47,6 +47,11 @@ impl AwsEnv {
         }
     }
 
+    /// False while the account is a placeholder (plan of a pipeline whose table is not there).
+    pub fn is_known(&self) -> bool {
+        self.account != "<account>"
+    }
+
     /// `arn:<partition>:<service>:<region>:<account>:<resource>`.
     pub fn arn(&self, service: &str, resource: &str) -> String {
         format!(

@@ -33,6 +33,7 @@ pub fn classify(code: &str, message: &str, status: Option<u16>) -> Kind {
         "SlowDown",
         "ProvisionedThroughputExceededException",
         "LimitExceededException",
+        "ContinuousBackupsUnavailableException",
         "ResourceInUseException",
         "ResourceConflictException",
         "ConcurrentModificationException",

@@ -286,6 +286,10 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, Engi
         .iter()
         .map(|t| (t.key().to_owned(), t.value().to_owned()))
         .collect();
+    if observed.status != "ACTIVE" {
+        // Backups cannot be described until the table is ACTIVE; the step waits anyway.
+        return Ok(Some(observed));
+    }
     let backups = ddb
         .describe_continuous_backups()
         .table_name(name)
