@@ -47,6 +47,8 @@ struct Harness {
     engine: Engine,
     clients: AwsClients,
     calls: Arc<Mutex<Vec<CallInfo>>>,
+    /// Every call of the harness's life (for the IAM policy check).
+    all_calls: Arc<Mutex<Vec<CallInfo>>>,
 }
 
 impl Harness {
@@ -60,7 +62,9 @@ impl Harness {
         }
         let sdk = aws_sdk_config(Some("us-east-1".into()), Some(endpoint.to_owned())).await;
         let calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
+        let all_calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
         let sink = calls.clone();
+        let all_sink = all_calls.clone();
         let engine = Engine::new(
             &sdk,
             EngineConfig {
@@ -74,12 +78,52 @@ impl Harness {
             if let Ok(mut v) = sink.lock() {
                 v.push(c.clone());
             }
+            if let Ok(mut v) = all_sink.lock() {
+                v.push(c.clone());
+            }
         }));
-        let clients = engine.clients_for(None);
+        // The test's own clients, without the observer: only the engine's calls are counted.
+        let clients = AwsClients::from_conf(&sdk);
         Harness {
             engine,
             clients,
             calls,
+            all_calls,
+        }
+    }
+
+    /// docs/operator-iam-policy.json allows every operation the engine called.
+    fn assert_policy_covers_calls(&self) {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/operator-iam-policy.json");
+        let policy: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut allowed = std::collections::BTreeSet::new();
+        for st in policy["Statement"].as_array().unwrap() {
+            match &st["Action"] {
+                serde_json::Value::String(a) => {
+                    allowed.insert(a.clone());
+                }
+                serde_json::Value::Array(a) => {
+                    allowed.extend(a.iter().filter_map(|x| x.as_str().map(str::to_owned)));
+                }
+                _ => {}
+            }
+        }
+        for call in self.all_calls.lock().unwrap().iter() {
+            let prefix = match call.service.to_ascii_lowercase().as_str() {
+                "eventbridge" => "events".to_owned(),
+                other => other.to_owned(),
+            };
+            let op = match call.operation.as_str() {
+                "ListObjectsV2" => "ListBucket",
+                op => op,
+            };
+            let action = format!("{prefix}:{op}");
+            assert!(
+                allowed.contains(&action),
+                "docs/operator-iam-policy.json lacks {action}"
+            );
         }
     }
 
@@ -721,6 +765,7 @@ async fn drift_is_repaired_for_each_case() {
     );
     check_pipeline(&h, &p, &cluster, &out).await;
     h.assert_steady(&p).await;
+    h.assert_policy_covers_calls();
 }
 
 async fn table_exists(h: &Harness, name: &str) -> bool {
@@ -837,6 +882,7 @@ async fn delete_with_retain_keeps_the_table_and_a_bucket_holding_failed_batches(
     );
 
     // A second delete finds nothing more to do.
+    h.assert_policy_covers_calls();
     let again = h.engine.delete(&p).await.expect("delete again");
     assert!(again.done);
     assert!(
@@ -876,6 +922,7 @@ async fn delete_with_delete_policy_turns_off_deletion_protection_then_deletes_th
     let deleted = pos(Verb::Delete, "").expect("table deleted");
     assert!(unprotect < deleted);
     assert!(!table_exists(&h, &names.table).await);
+    h.assert_policy_covers_calls();
     assert!(
         h.clients
             .s3
