@@ -1104,3 +1104,162 @@ async fn a_pipeline_of_another_cluster_never_claims_our_resources() {
     assert!(bus_exists(&a, p.spec.bus.name.as_deref().unwrap()).await);
     a.assert_steady(&p).await;
 }
+
+#[tokio::test]
+async fn user_function_and_sqs_targets_and_removed_consumers_are_cleaned_up() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("tgt");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let mut p = example("user-lifecycle.yaml", &id);
+    let names = Names::new(&cluster, &p);
+    let c = &h.clients;
+
+    // A function of the user's, with a statement of its own.
+    let role = c
+        .iam
+        .create_role()
+        .role_name(format!("user-role-{id}"))
+        .assume_role_policy_document(outbox_operator::engine::iam::trust_policy().to_string())
+        .send()
+        .await
+        .unwrap();
+    let zip = std::fs::read(fixtures().join("x86_64/consumer/bootstrap.zip")).unwrap();
+    let user_fn = c
+        .lambda
+        .create_function()
+        .function_name(format!("user-fn-{id}"))
+        .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
+        .handler("bootstrap")
+        .role(role.role().unwrap().arn())
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(zip))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let user_fn_arn = user_fn.function_arn().unwrap().to_owned();
+    c.lambda
+        .add_permission()
+        .function_name(&user_fn_arn)
+        .statement_id("users-own")
+        .action("lambda:InvokeFunction")
+        .principal("s3.amazonaws.com")
+        .send()
+        .await
+        .unwrap();
+    let queue = format!("arn:aws:sqs:us-east-1:123456789012:q-{id}");
+    let dlq = format!("arn:aws:sqs:us-east-1:123456789012:dlq-{id}");
+    let consumer = |name: &str, target: serde_json::Value| -> outbox_operator::crd::ConsumerSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "eventPattern": {"source": ["myapp.users"]},
+            "target": target,
+            "deadLetterArn": dlq,
+        }))
+        .unwrap()
+    };
+    p.spec.consumers.push(consumer(
+        "ext",
+        serde_json::json!({"lambdaFunctionArn": user_fn_arn}),
+    ));
+    p.spec
+        .consumers
+        .push(consumer("queue", serde_json::json!({"sqsQueueArn": queue})));
+    let out = h.converge(&p).await;
+
+    let ext_rule = out.status.rule_arns["ext"].clone();
+    let policy = function_policy(&h, &user_fn_arn).await;
+    assert_eq!(
+        outbox_operator::engine::permission::statement_matches(
+            &policy,
+            &names.statement_id("ext"),
+            &ext_rule
+        ),
+        Some(true),
+        "{policy}"
+    );
+    for (consumer, arn) in [("ext", &user_fn_arn), ("queue", &queue)] {
+        let targets = c
+            .eventbridge
+            .list_targets_by_rule()
+            .rule(names.rule(consumer))
+            .event_bus_name(&names.bus)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(targets.targets().len(), 1);
+        let t = &targets.targets()[0];
+        assert_eq!(t.arn(), arn);
+        assert_eq!(
+            t.dead_letter_config().and_then(|d| d.arn()),
+            Some(dlq.as_str())
+        );
+    }
+    let queue_rule = out.status.rule_arns["queue"].clone();
+    let req = &out.status.required_actions;
+    assert!(
+        req.iter().any(|r| r.contains(&queue)
+            && r.contains(&queue_rule)
+            && r.contains("sqs:SendMessage")),
+        "{req:?}"
+    );
+    assert!(req.iter().any(|r| r.contains(&dlq)), "{req:?}");
+    assert!(!out.status.consumer_function_arns.contains_key("ext"));
+    h.assert_steady(&p).await;
+
+    // Remove a bundled consumer and the user-function consumer.
+    p.spec
+        .consumers
+        .retain(|c| c.name != "ext" && c.name != "user-deleted");
+    let out = h.converge(&p).await;
+    assert!(
+        has_action(&out, Verb::Delete, &names.rule("ext")),
+        "{:#?}",
+        out.actions
+    );
+    let gone_fn = names.consumer_function("user-deleted");
+    assert!(!function_exists(&h, &gone_fn).await);
+    assert!(!role_exists(&h, &names.role(&gone_fn)).await);
+    for consumer in ["ext", "user-deleted"] {
+        assert!(
+            c.eventbridge
+                .describe_rule()
+                .name(names.rule(consumer))
+                .event_bus_name(&names.bus)
+                .send()
+                .await
+                .is_err()
+        );
+    }
+    let policy = function_policy(&h, &user_fn_arn).await;
+    assert_eq!(
+        outbox_operator::engine::permission::statement_matches(
+            &policy,
+            &names.statement_id("ext"),
+            &ext_rule
+        ),
+        None,
+        "our statement removed: {policy}"
+    );
+    assert!(
+        policy.to_string().contains("users-own"),
+        "the user's statement stays"
+    );
+    assert!(function_exists(&h, &format!("user-fn-{id}")).await);
+    h.assert_steady(&p).await;
+}
+
+async fn function_policy(h: &Harness, function: &str) -> serde_json::Value {
+    let p = h
+        .clients
+        .lambda
+        .get_policy()
+        .function_name(function)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(p.policy().unwrap()).unwrap()
+}
