@@ -731,3 +731,19 @@ async fn batch_response_serialises_as_lambda_expects() {
         json!({"batchItemFailures": [{"itemIdentifier": seq(0)}]})
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unpublishable_record_without_sequence_number_fails_the_whole_batch() {
+    // A partial batch response cannot name it, and an empty identifier would be read as
+    // "everything failed" anyway: the invocation fails, never reporting it as done.
+    let mut first = record(0, "a", 5);
+    if let Some(d) = first["dynamodb"].as_object_mut() {
+        d.remove("SequenceNumber");
+    }
+    let bus = always_ok();
+    let result = Relay::new(users(), bus.client.clone(), RetryPolicy::default())
+        .process(&batch(vec![first, record(1, "b", 5)]), &invocation())
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(bus.log.lock().unwrap().calls.is_empty());
+}
