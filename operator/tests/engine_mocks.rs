@@ -270,7 +270,15 @@ impl Rules {
         let trust = urlencoding::encode(&trust_policy().to_string()).into_owned();
         let policy = w.relay_policy(stream);
         let rn = role_name.clone();
+        let only_relay_role = role_name.clone();
         let iam = vec![
+            mock!(aws_sdk_iam::Client::get_role)
+                .match_requests(move |r| r.role_name() != Some(only_relay_role.as_str()))
+                .then_error(|| {
+                    aws_sdk_iam::operation::get_role::GetRoleError::generic(
+                        ErrorMetadata::builder().code("NoSuchEntity").build(),
+                    )
+                }),
             mock!(aws_sdk_iam::Client::get_role).then_output(move || {
                 aws_sdk_iam::operation::get_role::GetRoleOutput::builder()
                     .role(
@@ -300,7 +308,17 @@ impl Rules {
         let fn_tags: HashMap<String, String> = w.tags.clone().into_iter().collect();
         let conf = function_config(w, "Active");
         let m = mapping("uuid-1", stream);
+        let relay = w.names.relay_function.clone();
         let lambda = vec![
+            mock!(aws_sdk_lambda::Client::get_function)
+                .match_requests(move |r| r.function_name() != Some(relay.as_str()))
+                .then_error(|| {
+                    aws_sdk_lambda::operation::get_function::GetFunctionError::generic(
+                        ErrorMetadata::builder()
+                            .code("ResourceNotFoundException")
+                            .build(),
+                    )
+                }),
             mock!(aws_sdk_lambda::Client::get_function).then_output(move || {
                 aws_sdk_lambda::operation::get_function::GetFunctionOutput::builder()
                     .configuration(conf.clone())
@@ -383,6 +401,10 @@ impl Mocked {
 }
 
 fn engine(rules: Rules) -> Mocked {
+    engine_with_artifacts(rules, fixtures())
+}
+
+fn engine_with_artifacts(rules: Rules, artifacts_dir: PathBuf) -> Mocked {
     let sdk = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_types::region::Region::new("us-east-1"))
@@ -433,7 +455,7 @@ fn engine(rules: Rules) -> Mocked {
             cluster_id: CLUSTER.into(),
             allow_adoption: false,
             permissions_boundary_arn: None,
-            artifacts_dir: fixtures(),
+            artifacts_dir,
         },
     )
     .with_call_observer(Arc::new(move |c: &CallInfo| {
@@ -627,12 +649,15 @@ async fn pending_function_is_progressing_and_nothing_waits_on_it_blindly() {
     let w = World::new();
     let fn_tags: HashMap<String, String> = w.tags.clone().into_iter().collect();
     let conf = function_config(&w, "Pending");
-    let pending = mock!(aws_sdk_lambda::Client::get_function).then_output(move || {
-        aws_sdk_lambda::operation::get_function::GetFunctionOutput::builder()
-            .configuration(conf.clone())
-            .set_tags(Some(fn_tags.clone()))
-            .build()
-    });
+    let relay = w.names.relay_function.clone();
+    let pending = mock!(aws_sdk_lambda::Client::get_function)
+        .match_requests(move |r| r.function_name() == Some(relay.as_str()))
+        .then_output(move || {
+            aws_sdk_lambda::operation::get_function::GetFunctionOutput::builder()
+                .configuration(conf.clone())
+                .set_tags(Some(fn_tags.clone()))
+                .build()
+        });
     let m = engine(Rules::in_sync(&w, OLD_STREAM).with(Rules {
         lambda: vec![pending],
         ..Default::default()
@@ -699,4 +724,61 @@ async fn sdk_config_retries_throttling_and_5xx_with_backoff() {
     assert!(retry.max_attempts() >= 3);
     assert_eq!(conf.region().map(|r| r.as_ref()), Some("eu-west-1"));
     assert_eq!(conf.endpoint_url(), Some("http://127.0.0.1:1"));
+}
+
+#[tokio::test]
+async fn missing_artifact_is_invalid_spec_naming_the_path() {
+    let w = World::new();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/no-such-artifacts");
+    let m = engine_with_artifacts(Rules::in_sync(&w, OLD_STREAM), dir.clone());
+    let out = m.engine.reconcile(&pipeline()).await;
+    let err = out.error.clone().expect("error");
+    assert_eq!(err.reason(), Reason::InvalidSpec);
+    let (status, reason, message) = condition(&out, ConditionType::RelayReady);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    let expected = dir.join("x86_64/relay/bootstrap.zip");
+    assert!(
+        message.contains(&expected.display().to_string()),
+        "{message}"
+    );
+    assert_eq!(out.requeue_after, None);
+    assert!(m.mutating().is_empty());
+}
+
+#[tokio::test]
+async fn a_pipeline_region_selects_clients_for_that_region() {
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_types::region::Region::new("us-east-1"))
+        .build();
+    let engine = Engine::new(
+        &sdk,
+        EngineConfig {
+            cluster_id: CLUSTER.into(),
+            allow_adoption: false,
+            permissions_boundary_arn: None,
+            artifacts_dir: fixtures(),
+        },
+    );
+    let region = |c: &AwsClients| {
+        [
+            c.dynamodb.config().region().map(|r| r.to_string()),
+            c.lambda.config().region().map(|r| r.to_string()),
+            c.iam.config().region().map(|r| r.to_string()),
+            c.eventbridge.config().region().map(|r| r.to_string()),
+            c.s3.config().region().map(|r| r.to_string()),
+        ]
+    };
+    let eu = engine.clients_for(Some("eu-west-1"));
+    assert!(
+        region(&eu)
+            .iter()
+            .all(|r| r.as_deref() == Some("eu-west-1"))
+    );
+    let default = engine.clients_for(None);
+    assert!(
+        region(&default)
+            .iter()
+            .all(|r| r.as_deref() == Some("us-east-1"))
+    );
 }

@@ -1250,6 +1250,25 @@ async fn user_function_and_sqs_targets_and_removed_consumers_are_cleaned_up() {
     );
     assert!(function_exists(&h, &format!("user-fn-{id}")).await);
     h.assert_steady(&p).await;
+
+    // The writer switched off: its function and role go.
+    p.spec.writer.enabled = false;
+    let plan = h.engine.plan(&p).await.expect("plan");
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.verb == Verb::Delete && a.resource.contains(&names.writer_function)),
+        "{:?}",
+        plan.actions
+    );
+    assert!(
+        function_exists(&h, &names.writer_function).await,
+        "plan changes nothing"
+    );
+    h.converge(&p).await;
+    assert!(!function_exists(&h, &names.writer_function).await);
+    assert!(!role_exists(&h, &names.role(&names.writer_function)).await);
+    h.assert_steady(&p).await;
 }
 
 async fn function_policy(h: &Harness, function: &str) -> serde_json::Value {

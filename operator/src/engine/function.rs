@@ -386,6 +386,10 @@ pub async fn delete(
         tracing::warn!(%resource, "not owned by this pipeline: left alone");
         return Ok(());
     }
+    if !ctx.apply {
+        ctx.record(component, Verb::Delete, &resource, "no longer in the spec");
+        return Ok(());
+    }
     match ctx
         .clients
         .lambda

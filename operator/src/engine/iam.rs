@@ -390,6 +390,10 @@ pub async fn delete(
         tracing::warn!(%resource, "not owned by this pipeline: left alone");
         return Ok(());
     }
+    if !ctx.apply {
+        ctx.record(component, Verb::Delete, &resource, "no longer in the spec");
+        return Ok(());
+    }
     let iam = ctx.clients.iam.clone();
     let policies = iam
         .list_role_policies()

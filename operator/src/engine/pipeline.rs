@@ -339,6 +339,15 @@ async fn steps(
         status.writer_function_arn = out.arn;
         states.progress(Relay, out.progress);
     }
+    if !spec.writer.enabled {
+        // A writer switched off: remove it (and its role) if it is still there.
+        function::delete(ctx, Relay, &writer_fn)
+            .await
+            .map_err(at(Relay))?;
+        iam::delete(ctx, Relay, &writer_fn)
+            .await
+            .map_err(at(Relay))?;
+    }
     let mut consumer_fns: BTreeMap<String, Option<String>> = BTreeMap::new();
     for c in spec.consumers.iter().filter(|c| bundled(c)) {
         let d = function::Desired {
