@@ -724,6 +724,8 @@ async fn sdk_config_retries_throttling_and_5xx_with_backoff() {
     assert!(retry.max_attempts() >= 3);
     assert_eq!(conf.region().map(|r| r.as_ref()), Some("eu-west-1"));
     assert_eq!(conf.endpoint_url(), Some("http://127.0.0.1:1"));
+    let timeouts = conf.timeout_config().expect("timeouts");
+    assert!(timeouts.operation_timeout().is_some() && timeouts.connect_timeout().is_some());
 }
 
 #[tokio::test]

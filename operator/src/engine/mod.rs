@@ -172,7 +172,8 @@ impl Intercept for ObserverInterceptor {
 /// The SDK configuration the CLI and the controller build their [`Engine`] from: the standard
 /// aws-config chain (environment, profile, SSO, web identity, instance metadata), BehaviorVersion
 /// latest, and the standard retry mode with exponential backoff, so throttling and 5xx are
-/// retried by the SDK. `region` and `endpoint_url` (flags) override the environment.
+/// retried by the SDK (5 attempts, exponential backoff), with connect/attempt/operation timeouts.
+/// `region` and `endpoint_url` (flags) override the environment; empty strings are ignored.
 pub fn aws_sdk_config(
     region: Option<String>,
     endpoint_url: Option<String>,
@@ -181,12 +182,19 @@ pub fn aws_sdk_config(
         .with_max_attempts(5)
         .with_initial_backoff(Duration::from_millis(200))
         .with_max_backoff(Duration::from_secs(10));
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(retry);
-    if let Some(r) = region {
+    // A hung connection must not stall a reconcile forever; uploads of function code need room.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(180))
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some(r) = region.filter(|r| !r.trim().is_empty()) {
         loader = loader.region(aws_types::region::Region::new(r));
     }
-    if let Some(u) = endpoint_url {
+    if let Some(u) = endpoint_url.filter(|u| !u.trim().is_empty()) {
         loader = loader.endpoint_url(u);
     }
     loader.load()

@@ -570,7 +570,8 @@ pub async fn delete(
         for (component, f) in &functions {
             iam::delete(&mut ctx, *component, f).await?;
         }
-        if spec.relay.on_failure_destination_arn.is_none() && ctx.env.is_known() {
+        // Also when the spec now names its own destination: an earlier bucket may still be there.
+        if ctx.env.is_known() {
             bucket::delete(&mut ctx).await?;
         }
         let mut waits: Vec<String> = Vec::new();
