@@ -53,7 +53,12 @@ pub fn classify(code: &str, message: &str, status: Option<u16>) -> Kind {
     if transient_codes.contains(&code) || status.is_some_and(|s| s >= 500) {
         return Kind::Transient;
     }
-    if code == "InvalidParameterValueException" && message.contains("cannot be assumed by Lambda") {
+    // IAM is eventually consistent: a role or policy written seconds ago is not yet visible to
+    // Lambda ("cannot be assumed", "execution role does not have permissions").
+    if code == "InvalidParameterValueException"
+        && (message.contains("cannot be assumed by Lambda")
+            || message.contains("execution role does not have permissions"))
+    {
         return Kind::Transient;
     }
     Kind::Terminal
@@ -218,6 +223,14 @@ mod tests {
             classify(
                 "InvalidParameterValueException",
                 "The role defined for the function cannot be assumed by Lambda.",
+                Some(400)
+            ),
+            Kind::Transient
+        );
+        assert_eq!(
+            classify(
+                "InvalidParameterValueException",
+                "The function execution role does not have permissions to call GetRecords on DynamoDB",
                 Some(400)
             ),
             Kind::Transient
