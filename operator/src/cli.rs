@@ -128,44 +128,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Apply(args) => {
-            init_logging(args.log.format);
-            let Some(docs) = load(&args.files) else {
+            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
                 return Ok(EXIT_FAILED);
             };
-            let engine = engine(&args.engine).await;
             apply(&engine, &docs, args.timeout, &mut std::io::stdout()).await
         }
         Command::Plan(args) => {
-            init_logging(args.log.format);
-            let Some(docs) = load(&args.files) else {
+            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
                 return Ok(EXIT_FAILED);
             };
-            let engine = engine(&args.engine).await;
             plan(&engine, &docs, args.exit_code, &mut std::io::stdout()).await
         }
         Command::Delete(args) => {
-            init_logging(args.log.format);
-            let Some(docs) = load(&args.files) else {
+            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
                 return Ok(EXIT_FAILED);
             };
-            let engine = engine(&args.engine).await;
             delete(&engine, &docs, args.timeout, &mut std::io::stdout()).await
         }
         Command::Status(args) => {
-            init_logging(args.log.format);
-            let Some(docs) = load(&args.files) else {
+            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
                 return Ok(EXIT_FAILED);
             };
-            let engine = engine(&args.engine).await;
             status(&engine, &docs, args.output, &mut std::io::stdout()).await
         }
         Command::Run(args) => crate::controller::run(*args).await,
     }
 }
 
-async fn engine(args: &EngineArgs) -> Engine {
+/// Logging, then every manifest read and checked (one bad document: nothing is touched), then
+/// the engine from the standard AWS configuration.
+async fn prepare(
+    files: &Files,
+    args: &EngineArgs,
+    log: &LogArgs,
+) -> Option<(Engine, Vec<Document>)> {
+    init_logging(log.format);
+    let docs = load(files)?;
     let sdk = crate::engine::aws_sdk_config(args.region.clone(), args.endpoint_url.clone()).await;
-    Engine::new(&sdk, args.engine_config())
+    Some((Engine::new(&sdk, args.engine_config()), docs))
 }
 
 /// Reads and checks every manifest first: one bad document changes nothing at all.
