@@ -138,13 +138,14 @@ pub fn apply_filter(event: &mut Event, names: Option<&[String]>) {
     }
 }
 
-/// Receives what arrived at the tap queue within `wait`: the EventBridge events as JSON.
+/// Receives what arrived at the tap queue within `wait` (until `want` arrived): the EventBridge
+/// events as the raw JSON text delivered, so callers can check numbers digit for digit.
 pub async fn receive_events(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     want: usize,
     wait: Duration,
-) -> Result<Vec<serde_json::Value>> {
+) -> Result<Vec<String>> {
     let deadline = std::time::Instant::now() + wait;
     let mut events = Vec::new();
     while events.len() < want && std::time::Instant::now() < deadline {
@@ -157,8 +158,7 @@ pub async fn receive_events(
             .await
             .context("ReceiveMessage")?;
         for m in out.messages() {
-            let body = m.body().unwrap_or_default();
-            events.push(serde_json::from_str(body).context("tap message is not JSON")?);
+            events.push(m.body().unwrap_or_default().to_owned());
             if let Some(handle) = m.receipt_handle() {
                 sqs.delete_message()
                     .queue_url(queue_url)
@@ -285,4 +285,35 @@ pub async fn function_env(
         .and_then(|e| e.variables())
         .cloned()
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_patterns_written_by_the_operator_give_their_change_types() {
+        let names = filtered_event_names(&[r#"{"eventName":["INSERT","REMOVE"]}"#.to_owned()])
+            .expect("valid pattern");
+        assert_eq!(names, Some(vec!["INSERT".to_owned(), "REMOVE".to_owned()]));
+        assert_eq!(filtered_event_names(&[]).expect("no filter"), None);
+        assert!(filtered_event_names(&[r#"{"dynamodb":{}}"#.to_owned()]).is_err());
+    }
+
+    #[test]
+    fn filter_keeps_only_mapped_change_types() {
+        let mut event = Event::default();
+        for name in ["INSERT", "MODIFY", "REMOVE"] {
+            let mut r = EventRecord::default();
+            r.event_name = name.to_owned();
+            event.records.push(r);
+        }
+        apply_filter(&mut event, Some(&["MODIFY".to_owned()]));
+        let left: Vec<&str> = event
+            .records
+            .iter()
+            .map(|r| r.event_name.as_str())
+            .collect();
+        assert_eq!(left, ["MODIFY"]);
+    }
 }

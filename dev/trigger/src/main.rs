@@ -196,7 +196,8 @@ async fn run(
     if delivered.is_empty() {
         bail!("no event reached the consumer's rule");
     }
-    for event in delivered {
+    for body in delivered {
+        let event: Value = serde_json::from_str(&body).context("tap message is not JSON")?;
         let parsed = outbox_consumer::process(event).context("consumer handler")?;
         println!(
             "consumer: {} eventId={} keys={}",

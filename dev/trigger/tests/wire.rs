@@ -3,12 +3,12 @@
 //! records read with the DynamoDB Streams API and shaped into the Lambda event → relay handler →
 //! PutEvents on a bus → a rule with an SQS target → the consumer handler parses what arrived.
 //!
-//! moto cannot run Lambdas, so this test plays the event source mapping and the rule's delivery.
+//! moto cannot run Lambdas, so this test plays the event source mapping and the rule's delivery
+//! with the same dev tooling `make demo` uses (this crate's library).
 //! The endpoint comes from OUTBOX_TEST_ENDPOINT (make unit sets it); unset, the test fails when
 //! CI=true and is skipped otherwise. Resource names are unique per run: other test binaries share
 //! the server, which is never reset.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -17,11 +17,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, StreamSpecification, StreamViewType,
 };
-use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
-use aws_sdk_sqs::types::QueueAttributeName;
-use base64::Engine as _;
 use outbox_consumer::UserEvent;
 use outbox_contract::{ChangeType, EventMapping, Payload, RelayConfig};
+use outbox_local_trigger::{Tap, read_stream, receive_events, to_lambda_event};
 use outbox_relay::{Invocation, Relay, RetryPolicy};
 use outbox_writer::{Writer, WriterConfig};
 use serde_json::{Value, json};
@@ -57,96 +55,6 @@ async fn sdk(endpoint: &str) -> SdkConfig {
         ))
         .load()
         .await
-}
-
-/// A stream attribute value as the Lambda event writes it.
-fn lambda_attr(v: &StreamValue) -> Value {
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    match v {
-        StreamValue::S(s) => json!({"S": s}),
-        StreamValue::N(n) => json!({"N": n}),
-        StreamValue::Bool(b) => json!({"BOOL": b}),
-        StreamValue::Null(b) => json!({"NULL": b}),
-        StreamValue::B(b) => json!({"B": b64(b.as_ref())}),
-        StreamValue::Ss(s) => json!({"SS": s}),
-        StreamValue::Ns(n) => json!({"NS": n}),
-        StreamValue::Bs(bs) => {
-            json!({"BS": bs.iter().map(|b| b64(b.as_ref())).collect::<Vec<_>>()})
-        }
-        StreamValue::L(l) => json!({"L": l.iter().map(lambda_attr).collect::<Vec<_>>()}),
-        StreamValue::M(m) => json!({"M": lambda_map(m)}),
-        other => panic!("unexpected stream attribute {other:?}"),
-    }
-}
-
-fn lambda_map(m: &HashMap<String, StreamValue>) -> Value {
-    Value::Object(m.iter().map(|(k, v)| (k.clone(), lambda_attr(v))).collect())
-}
-
-/// Reads every record of the stream (all shards, from the trim horizon) and shapes them into
-/// the event a DynamoDB event source mapping would hand the relay.
-async fn stream_as_lambda_event(
-    streams: &aws_sdk_dynamodbstreams::Client,
-    stream_arn: &str,
-) -> aws_lambda_events::dynamodb::Event {
-    let description = streams
-        .describe_stream()
-        .stream_arn(stream_arn)
-        .send()
-        .await
-        .expect("DescribeStream")
-        .stream_description
-        .expect("stream description");
-    let mut records = Vec::new();
-    for shard in description.shards() {
-        let mut iterator = streams
-            .get_shard_iterator()
-            .stream_arn(stream_arn)
-            .shard_id(shard.shard_id().expect("shard id"))
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator;
-        while let Some(it) = iterator.take() {
-            let page = streams
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("GetRecords");
-            if page.records().is_empty() {
-                break;
-            }
-            for r in page.records() {
-                let d = r.dynamodb().expect("stream record");
-                let mut change = json!({
-                    "ApproximateCreationDateTime": d.approximate_creation_date_time().map_or(0, |t| t.secs()),
-                    "Keys": lambda_map(d.keys().unwrap_or(&HashMap::new())),
-                    "SequenceNumber": d.sequence_number(),
-                    "SizeBytes": d.size_bytes(),
-                    "StreamViewType": d.stream_view_type().map(|v| v.as_str()),
-                });
-                if let Some(img) = d.new_image() {
-                    change["NewImage"] = lambda_map(img);
-                }
-                if let Some(img) = d.old_image() {
-                    change["OldImage"] = lambda_map(img);
-                }
-                records.push(json!({
-                    "eventID": r.event_id(),
-                    "eventName": r.event_name().map(|n| n.as_str()),
-                    "eventVersion": r.event_version(),
-                    "eventSource": "aws:dynamodb",
-                    "awsRegion": r.aws_region(),
-                    "eventSourceARN": stream_arn,
-                    "dynamodb": change,
-                }));
-            }
-            iterator = page.next_shard_iterator;
-        }
-    }
-    serde_json::from_value(json!({ "Records": records })).expect("a valid DynamoDB event")
 }
 
 #[tokio::test]
@@ -208,47 +116,15 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
         .send()
         .await
         .expect("CreateEventBus");
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("wire-tap-{suffix}"))
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url
-        .expect("queue url");
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue ARN");
-    let rule = format!("wire-rule-{suffix}");
-    events
-        .put_rule()
-        .name(&rule)
-        .event_bus_name(&bus_name)
-        .event_pattern(json!({ "source": [source] }).to_string())
-        .send()
-        .await
-        .expect("PutRule");
-    events
-        .put_targets()
-        .rule(&rule)
-        .event_bus_name(&bus_name)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("tap")
-                .arn(&queue_arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("PutTargets");
+    let tap = Tap::create(
+        &events,
+        &sqs,
+        &bus_name,
+        &format!("wire-tap-{suffix}"),
+        &json!({ "source": [source] }).to_string(),
+    )
+    .await
+    .expect("tap rule and queue");
 
     // Writer: two users over HTTP API and direct invoke; a repeated id is a 409.
     let writer = Writer::new(
@@ -302,7 +178,10 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
         .expect("DeleteItem");
 
     // The event source mapping's part: the stream's records as the relay's input.
-    let batch = stream_as_lambda_event(&streams, &stream_arn).await;
+    let records = read_stream(&streams, &stream_arn)
+        .await
+        .expect("stream records");
+    let batch = to_lambda_event(&records, &stream_arn).expect("a valid DynamoDB event");
     let names: Vec<&str> = batch
         .records
         .iter()
@@ -343,26 +222,9 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
     assert_eq!(report.published, 4);
 
     // The rule's delivery: receive what the queue got, hand each to the consumer.
-    let mut bodies: Vec<String> = Vec::new();
-    for _ in 0..20 {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("ReceiveMessage");
-        bodies.extend(
-            received
-                .messages()
-                .iter()
-                .filter_map(|m| m.body().map(str::to_owned)),
-        );
-        if bodies.len() >= 4 {
-            break;
-        }
-    }
+    let bodies = receive_events(&sqs, &tap.queue_url, 4, Duration::from_secs(20))
+        .await
+        .expect("receive from the tap");
     assert_eq!(bodies.len(), 4, "every published event reached the queue");
 
     let mut parsed: Vec<UserEvent> = bodies
@@ -426,4 +288,5 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
                 || b.contains(&format!("\"balance\":{BIG}"))),
         "balance lost digits: {bodies:?}"
     );
+    tap.remove(&events, &sqs).await.expect("tap removed");
 }
