@@ -120,25 +120,17 @@ pub fn diff(
     if o.last_update_status == "InProgress" {
         return Ok(Diff::Wait(format!("{resource}: an update is InProgress")));
     }
-    let mut fields = Vec::new();
-    if o.runtime != RUNTIME {
-        fields.push("runtime");
-    }
-    if o.handler != HANDLER {
-        fields.push("handler");
-    }
-    if o.role != d.role_arn {
-        fields.push("role");
-    }
-    if o.memory != d.memory {
-        fields.push("memory");
-    }
-    if o.timeout != d.timeout {
-        fields.push("timeout");
-    }
-    if o.env != d.env {
-        fields.push("environment");
-    }
+    let fields: Vec<&'static str> = [
+        ("runtime", o.runtime != RUNTIME),
+        ("handler", o.handler != HANDLER),
+        ("role", o.role != d.role_arn),
+        ("memory", o.memory != d.memory),
+        ("timeout", o.timeout != d.timeout),
+        ("environment", o.env != d.env),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
     let mut changes = Vec::new();
     if !fields.is_empty() {
         changes.push(Change::Configuration(fields));

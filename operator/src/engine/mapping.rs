@@ -91,35 +91,32 @@ pub fn desired(ctx: &Ctx<'_>, stream_arn: Option<String>, on_failure: String) ->
 }
 
 fn differences(want: &Settings, have: &Settings) -> Vec<&'static str> {
-    let mut what = Vec::new();
-    if want.batch_size != have.batch_size {
-        what.push("batchSize");
-    }
-    if want.batching_window != have.batching_window {
-        what.push("maximumBatchingWindowSeconds");
-    }
-    if want.retries != have.retries {
-        what.push("maximumRetryAttempts");
-    }
-    if want.record_age != have.record_age {
-        what.push("maximumRecordAgeSeconds");
-    }
-    if want.bisect != have.bisect {
-        what.push("bisectBatchOnFunctionError");
-    }
-    if want.parallelization != have.parallelization {
-        what.push("parallelizationFactor");
-    }
-    if want.report_batch_item_failures != have.report_batch_item_failures {
-        what.push("functionResponseTypes");
-    }
-    if want.filter != have.filter {
-        what.push("filterCriteria");
-    }
-    if want.on_failure != have.on_failure {
-        what.push("onFailureDestination");
-    }
-    what
+    [
+        ("batchSize", want.batch_size != have.batch_size),
+        (
+            "maximumBatchingWindowSeconds",
+            want.batching_window != have.batching_window,
+        ),
+        ("maximumRetryAttempts", want.retries != have.retries),
+        (
+            "maximumRecordAgeSeconds",
+            want.record_age != have.record_age,
+        ),
+        ("bisectBatchOnFunctionError", want.bisect != have.bisect),
+        (
+            "parallelizationFactor",
+            want.parallelization != have.parallelization,
+        ),
+        (
+            "functionResponseTypes",
+            want.report_batch_item_failures != have.report_batch_item_failures,
+        ),
+        ("filterCriteria", want.filter != have.filter),
+        ("onFailureDestination", want.on_failure != have.on_failure),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect()
 }
 
 /// What the diff found.
