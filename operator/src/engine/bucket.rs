@@ -177,8 +177,7 @@ pub async fn delete(ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
         Observed::Missing => return Ok(()),
         Observed::Exists(t) => t,
     };
-    if ctx.owner.classify(&tags) != Ownership::Ours {
-        tracing::warn!(%resource, "not owned by this pipeline: left alone");
+    if ctx.owner.leaves_alone(&tags, &resource) {
         return Ok(());
     }
     let s3 = ctx.clients.s3.clone();

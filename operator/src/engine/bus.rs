@@ -8,7 +8,7 @@ use crate::crd::DeletionPolicy;
 
 use super::context::Ctx;
 use super::errors::{AwsResultExt, aws_error, is_not_found, local};
-use super::tags::{self, Ownership};
+use super::tags;
 use super::{Component, EngineError, Verb};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,10 +33,7 @@ pub fn diff(
     let Some(o) = o else {
         return Ok(vec![Change::Create]);
     };
-    match owner.classify(&o.tags) {
-        Ownership::Ours => {}
-        other => return Err(tags::conflict(&format!("eventbridge bus {name}"), &other)),
-    }
+    owner.require_ours(&o.tags, &format!("eventbridge bus {name}"))?;
     let missing = tags::missing(tags_wanted, &o.tags);
     Ok(if missing.is_empty() {
         vec![]
@@ -148,8 +145,7 @@ pub async fn delete(ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
     let Some(o) = observe(ctx, &name).await? else {
         return Ok(());
     };
-    if ctx.owner.classify(&o.tags) != Ownership::Ours {
-        tracing::warn!(%resource, "not owned by this pipeline: left alone");
+    if ctx.owner.leaves_alone(&o.tags, &resource) {
         return Ok(());
     }
     if ctx.spec.bus.deletion_policy == DeletionPolicy::Retain {

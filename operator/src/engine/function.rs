@@ -21,7 +21,7 @@ use crate::crd::Architecture;
 
 use super::context::{Ctx, Progress};
 use super::errors::{AwsResultExt, aws_error, is_not_found, is_role_not_ready};
-use super::tags::{self, Ownership};
+use super::tags;
 use super::{Component, EngineError, Verb};
 
 pub const RUNTIME: &str = "provided.al2023";
@@ -100,10 +100,7 @@ pub fn diff(
     let Some(o) = o else {
         return Ok(Diff::Changes(vec![Change::Create]));
     };
-    match owner.classify(&o.tags) {
-        Ownership::Ours => {}
-        other => return Err(tags::conflict(&resource, &other)),
-    }
+    owner.require_ours(&o.tags, &resource)?;
     match o.state.as_str() {
         "Pending" => return Ok(Diff::Wait(format!("{resource} is Pending"))),
         "Failed" => {
@@ -374,8 +371,7 @@ pub async fn delete(
     let Some(o) = observe(ctx, name).await? else {
         return Ok(());
     };
-    if ctx.owner.classify(&o.tags) != Ownership::Ours {
-        tracing::warn!(%resource, "not owned by this pipeline: left alone");
+    if ctx.owner.leaves_alone(&o.tags, &resource) {
         return Ok(());
     }
     if !ctx.apply {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::context::{AwsEnv, Ctx};
 use super::errors::{AwsResultExt, aws_error, is_not_found, local};
 use super::names::{POLICY_NAME, ROLE_PATH};
-use super::tags::{self, Ownership};
+use super::tags;
 use super::{Component, EngineError, Verb};
 
 /// What a function's role must allow, besides its own logs.
@@ -193,10 +193,7 @@ pub fn diff(
     let Some(o) = o else {
         return Ok(vec![Change::Create, Change::Policy]);
     };
-    match owner.classify(&o.tags) {
-        Ownership::Ours => {}
-        other => return Err(tags::conflict(&format!("iam role {}", d.name), &other)),
-    }
+    owner.require_ours(&o.tags, &format!("iam role {}", d.name))?;
     let mut changes = Vec::new();
     if !o
         .trust_raw
@@ -386,8 +383,7 @@ pub async fn delete(
     let Some(o) = observe(ctx, &name).await? else {
         return Ok(());
     };
-    if ctx.owner.classify(&o.tags) != Ownership::Ours {
-        tracing::warn!(%resource, "not owned by this pipeline: left alone");
+    if ctx.owner.leaves_alone(&o.tags, &resource) {
         return Ok(());
     }
     if !ctx.apply {

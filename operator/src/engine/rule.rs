@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::bus::{eb_tags, list_tags};
 use super::context::Ctx;
 use super::errors::{AwsResultExt, aws_error, is_not_found};
-use super::tags::{self, Ownership};
+use super::tags;
 use super::{Component, EngineError, Verb};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -37,10 +37,7 @@ pub fn diff(
     let Some(o) = o else {
         return Ok(vec![Change::Create]);
     };
-    match owner.classify(&o.tags) {
-        Ownership::Ours => {}
-        other => return Err(tags::conflict(&format!("eventbridge rule {name}"), &other)),
-    }
+    owner.require_ours(&o.tags, &format!("eventbridge rule {name}"))?;
     let mut what = Vec::new();
     if o.pattern.as_ref() != Some(pattern) {
         what.push("eventPattern");
@@ -177,8 +174,7 @@ pub async fn delete(ctx: &mut Ctx<'_>, name: &str) -> Result<(), EngineError> {
     let Some(o) = observe(ctx, name).await? else {
         return Ok(());
     };
-    if ctx.owner.classify(&o.tags) != Ownership::Ours {
-        tracing::warn!(%resource, "not owned by this pipeline: left alone");
+    if ctx.owner.leaves_alone(&o.tags, &resource) {
         return Ok(());
     }
     super::target::remove_all(ctx, name).await?;

@@ -521,8 +521,7 @@ pub async fn delete(ctx: &mut Ctx<'_>) -> Result<Progress, EngineError> {
     let Some(o) = observe(ctx, &name).await? else {
         return Ok(Progress::Ready);
     };
-    if ctx.owner.classify(&o.tags) != Ownership::Ours {
-        tracing::warn!(%resource, "not owned by this pipeline: left alone");
+    if ctx.owner.leaves_alone(&o.tags, &resource) {
         return Ok(Progress::Ready);
     }
     if ctx.spec.table.deletion_policy == DeletionPolicy::Retain {

@@ -58,6 +58,27 @@ impl Owner {
             }
         }
     }
+
+    /// Before changing a resource: Ok when it is ours, the Conflict error naming it otherwise.
+    pub fn require_ours(
+        &self,
+        observed: &BTreeMap<String, String>,
+        resource: &str,
+    ) -> Result<(), EngineError> {
+        match self.classify(observed) {
+            Ownership::Ours => Ok(()),
+            other => Err(conflict(resource, &other)),
+        }
+    }
+
+    /// Before deleting a resource: true (and logged) when it is not ours and must be left alone.
+    pub fn leaves_alone(&self, observed: &BTreeMap<String, String>, resource: &str) -> bool {
+        let foreign = self.classify(observed) != Ownership::Ours;
+        if foreign {
+            tracing::warn!(%resource, "not owned by this pipeline: left alone");
+        }
+        foreign
+    }
 }
 
 /// The Conflict error for a resource that is not ours.
