@@ -90,6 +90,25 @@ pub fn desired(ctx: &Ctx<'_>, stream_arn: Option<String>, on_failure: String) ->
     }
 }
 
+/// The settings every create and update of the mapping sends, written once so that a setting
+/// the diff compares is never left out of the request that repairs it (the two SDK builders
+/// share no trait).
+macro_rules! with_settings {
+    ($request:expr, $s:expr, $filter:expr, $destination:expr) => {
+        $request
+            .enabled(true)
+            .batch_size($s.batch_size)
+            .maximum_batching_window_in_seconds($s.batching_window)
+            .maximum_retry_attempts($s.retries)
+            .maximum_record_age_in_seconds($s.record_age)
+            .bisect_batch_on_function_error($s.bisect)
+            .parallelization_factor($s.parallelization)
+            .function_response_types(FunctionResponseType::ReportBatchItemFailures)
+            .filter_criteria($filter.clone())
+            .destination_config($destination.clone())
+    };
+}
+
 fn differences(want: &Settings, have: &Settings) -> Vec<&'static str> {
     [
         ("batchSize", want.batch_size != have.batch_size),
@@ -293,24 +312,15 @@ pub async fn reconcile(
                 let stream = d.stream_arn.clone().unwrap_or_default();
                 let resource = format!("event source mapping {stream} -> {function}");
                 if ctx.apply {
-                    let out = lambda
+                    let request = lambda
                         .create_event_source_mapping()
                         .function_name(function)
                         .event_source_arn(&stream)
                         .starting_position(match d.starting_position {
                             StartingPosition::TrimHorizon => EventSourcePosition::TrimHorizon,
                             StartingPosition::Latest => EventSourcePosition::Latest,
-                        })
-                        .enabled(true)
-                        .batch_size(s.batch_size)
-                        .maximum_batching_window_in_seconds(s.batching_window)
-                        .maximum_retry_attempts(s.retries)
-                        .maximum_record_age_in_seconds(s.record_age)
-                        .bisect_batch_on_function_error(s.bisect)
-                        .parallelization_factor(s.parallelization)
-                        .function_response_types(FunctionResponseType::ReportBatchItemFailures)
-                        .filter_criteria(filter.clone())
-                        .destination_config(destination.clone())
+                        });
+                    let out = with_settings!(request, s, filter, destination)
                         .send()
                         .await
                         .aws("CreateEventSourceMapping", &resource)?;
@@ -333,20 +343,11 @@ pub async fn reconcile(
             Change::Update { uuid: id, what } => {
                 let resource = format!("event source mapping {id}");
                 if ctx.apply {
-                    let out = lambda
+                    let request = lambda
                         .update_event_source_mapping()
                         .uuid(&id)
-                        .function_name(function)
-                        .enabled(true)
-                        .batch_size(s.batch_size)
-                        .maximum_batching_window_in_seconds(s.batching_window)
-                        .maximum_retry_attempts(s.retries)
-                        .maximum_record_age_in_seconds(s.record_age)
-                        .bisect_batch_on_function_error(s.bisect)
-                        .parallelization_factor(s.parallelization)
-                        .function_response_types(FunctionResponseType::ReportBatchItemFailures)
-                        .filter_criteria(filter.clone())
-                        .destination_config(destination.clone())
+                        .function_name(function);
+                    let out = with_settings!(request, s, filter, destination)
                         .send()
                         .await
                         .aws("UpdateEventSourceMapping", &resource)?;
