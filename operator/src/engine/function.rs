@@ -400,10 +400,7 @@ mod tests {
     use crate::engine::tags::Owner;
 
     fn owner() -> Owner {
-        Owner {
-            cluster_id: "c".into(),
-            pipeline: "default/p".into(),
-        }
+        tags::test_owner()
     }
 
     fn want() -> Desired {

@@ -81,6 +81,15 @@ impl Owner {
     }
 }
 
+/// The owner the engine modules' unit tests use.
+#[cfg(test)]
+pub(crate) fn test_owner() -> Owner {
+    Owner {
+        cluster_id: "c".into(),
+        pipeline: "default/p".into(),
+    }
+}
+
 /// The Conflict error for a resource that is not ours.
 pub fn conflict(resource: &str, ownership: &Ownership) -> EngineError {
     let detail = match ownership {
