@@ -18,7 +18,7 @@ TEST_ENV := OUTBOX_TEST_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) \
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "%-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 $(VENV)/.stamp: dev/requirements.txt
 	python3 -m venv $(VENV)
@@ -68,9 +68,9 @@ chart-test: venv ## Helm chart: lint, render matrix, offline validation, values 
 	scripts/chart-test.sh
 
 .PHONY: scripts-check
-scripts-check: ## bash -n and shellcheck on every shell script
+scripts-check: venv ## bash -n and shellcheck (from the venv) on every shell script
 	for f in scripts/*.sh .ci/run; do bash -n "$$f"; done
-	shellcheck scripts/*.sh .ci/run
+	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
 
 .PHONY: test
 test: lint unit chart-test scripts-check ## everything CI runs: lint, all tests (wire-level against the emulator), script checks

@@ -5,7 +5,8 @@
 # Then check what AL2023 requires: each binary needs glibc <= 2.34, and the relay zip is <= 8 MB.
 #
 # Needs cargo-lambda and ziglang (make venv installs both into .venv; make lambdas puts .venv/bin
-# on PATH), objdump (binutils) and python3. Builds into $CARGO_TARGET_DIR like every other build.
+# on PATH) and pyelftools (in .venv too; dev/glibc_needed.py reads the symbol versions). Builds
+# into $CARGO_TARGET_DIR like every other build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,8 @@ fail() {
 
 command -v cargo-lambda >/dev/null ||
   fail "cargo-lambda not found; run 'make lambdas' (it installs cargo-lambda and ziglang into .venv)"
-command -v objdump >/dev/null || fail "objdump not found; install binutils"
-command -v python3 >/dev/null || fail "python3 not found"
+python="${VENV_PYTHON:-.venv/bin/python}"
+[ -x "$python" ] || fail "$python not found; run 'make venv' (it installs pyelftools for the glibc check)"
 
 archs=(x86_64)
 if rustup target list --installed 2>/dev/null | grep -qx 'aarch64-unknown-linux-gnu'; then
@@ -35,7 +36,7 @@ fi
 
 # The newest glibc symbol version a binary needs (empty when it needs none).
 glibc_needed() {
-  objdump -T "$1" | { grep -o 'GLIBC_[0-9][0-9.]*' || true; } | sed 's/^GLIBC_//' | sort -uV | tail -n 1
+  "$python" dev/glibc_needed.py "$1"
 }
 
 # True when version $1 <= version $2.
@@ -60,7 +61,7 @@ for arch in "${archs[@]}"; do
     zip="$out/$fn/bootstrap.zip"
     [ -f "$zip" ] || fail "$zip was not produced"
     rm -rf "${check_dir:?}/$arch-$fn"
-    python3 -m zipfile -e "$zip" "$check_dir/$arch-$fn"
+    "$python" -m zipfile -e "$zip" "$check_dir/$arch-$fn"
     bin="$check_dir/$arch-$fn/bootstrap"
     [ -f "$bin" ] || fail "$zip has no bootstrap at its root"
     needed="$(glibc_needed "$bin")"

@@ -9,7 +9,11 @@ pidfile=".moto.pid"
 logfile=".moto.log"
 venv_python=".venv/bin/python"
 
-up() { curl -fsS -o /dev/null "http://127.0.0.1:${port}/moto-api/" 2>/dev/null; }
+# Answers when moto serves its API page (the venv's Python, so no curl is needed).
+up() {
+  "$venv_python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+    "http://127.0.0.1:${port}/moto-api/" 2>/dev/null
+}
 
 case "${1:-}" in
 start)
