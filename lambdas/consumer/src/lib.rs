@@ -5,6 +5,7 @@
 //! acknowledged) and logs one line with the event id and the item's keys. A malformed envelope is
 //! an error, so the rule target's retry policy and dead-letter queue apply.
 
+use outbox_contract::redact::JsonErrorSummary;
 use outbox_contract::{EventDetail, Payload, User};
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,20 +27,21 @@ pub struct EventBridgeEnvelope {
 /// Why an event was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
+    // serde's own messages quote item values (personal data): only their kind and position.
     #[error("not an EventBridge event: {0}")]
-    Event(#[source] serde_json::Error),
+    Event(#[source] JsonErrorSummary),
     #[error("{detail_type} event has a malformed Detail envelope: {source}")]
     Envelope {
         detail_type: String,
         #[source]
-        source: serde_json::Error,
+        source: JsonErrorSummary,
     },
     #[error("{detail_type} event {event_id} has an item that is not a user: {source}")]
     Item {
         detail_type: String,
         event_id: String,
         #[source]
-        source: serde_json::Error,
+        source: JsonErrorSummary,
     },
 }
 
@@ -88,18 +90,19 @@ impl UserEvent {
 
 /// Parses an EventBridge event into a typed [`UserEvent`].
 pub fn parse(event: Value) -> Result<UserEvent, ConsumerError> {
-    let event: EventBridgeEnvelope = serde_json::from_value(event).map_err(ConsumerError::Event)?;
+    let event: EventBridgeEnvelope =
+        serde_json::from_value(event).map_err(|e| ConsumerError::Event(e.into()))?;
     let detail_type = event.detail_type;
     let detail: EventDetail<Value> =
-        serde_json::from_value(event.detail).map_err(|source| ConsumerError::Envelope {
+        serde_json::from_value(event.detail).map_err(|e| ConsumerError::Envelope {
             detail_type: detail_type.clone(),
-            source,
+            source: e.into(),
         })?;
     let user = |detail: &EventDetail<Value>| -> Result<User, ConsumerError> {
-        serde_json::from_value(detail.item.clone()).map_err(|source| ConsumerError::Item {
+        serde_json::from_value(detail.item.clone()).map_err(|e| ConsumerError::Item {
             detail_type: detail_type.clone(),
             event_id: detail.event_id.clone(),
-            source,
+            source: e.into(),
         })
     };
     let typed = |detail: EventDetail<Value>, user: User| EventDetail {
@@ -152,7 +155,6 @@ pub fn process(event: Value) -> Result<UserEvent, ConsumerError> {
     tracing::info!(
         detail_type = parsed.kind(),
         event_id = parsed.event_id(),
-        keys = %parsed.keys(),
         sequence_number,
         ttl_expired,
         handled,
@@ -246,6 +248,70 @@ mod tests {
             process(json!({"hello": "world"})),
             Err(ConsumerError::Event(_))
         ));
+    }
+
+    /// Everything `f` logs, as the Lambda's JSON lines.
+    fn captured_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+        use std::sync::{Arc, Mutex};
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || Capture(sink.clone()))
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    #[test]
+    fn an_event_is_logged_by_event_id_and_sequence_number_never_by_its_keys() {
+        let event = fixture("created");
+        let key = event["detail"]["keys"]["id"].as_str().unwrap().to_owned();
+        let seq = event["detail"]["sequenceNumber"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (parsed, logs) = captured_logs(|| process(event));
+        assert!(parsed.is_ok());
+        assert!(
+            logs.contains("0b8a3b5e-56b4-5a54-9d4a-2b1f4c1f9a10"),
+            "{logs}"
+        );
+        assert!(logs.contains(&seq), "{logs}");
+        assert!(!logs.contains(&key), "item keys leaked: {logs}");
+        assert!(
+            !logs.contains("ada@example.com"),
+            "item data leaked: {logs}"
+        );
+    }
+
+    #[test]
+    fn a_rejected_item_is_logged_without_the_value_serde_quotes() {
+        let mut event = fixture("created");
+        event["detail"]["item"]["username"] = json!(["ada@example.com"]);
+        event["detail"]["item"]["email"] = json!(4711);
+        let (parsed, logs) = captured_logs(|| process(event));
+        let err = parsed.unwrap_err();
+        assert!(matches!(err, ConsumerError::Item { .. }));
+        for text in [logs.as_str(), &err.to_string()] {
+            assert!(
+                !text.contains("ada@example.com"),
+                "item data leaked: {text}"
+            );
+            assert!(!text.contains("4711"), "item data leaked: {text}");
+        }
+        assert!(logs.contains("wrong shape"), "{logs}");
     }
 
     #[test]

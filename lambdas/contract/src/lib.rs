@@ -13,6 +13,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable names the operator sets on the Lambdas.
+pub mod redact;
+
 pub mod env {
     /// Name of the EventBridge bus the relay publishes to.
     pub const BUS_NAME: &str = "OUTBOX_BUS_NAME";

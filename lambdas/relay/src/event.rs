@@ -93,7 +93,7 @@ pub enum RecordError {
     #[error("the item cannot be written as JSON: {0}")]
     Convert(#[from] ConvertError),
     #[error("the event Detail cannot be serialised: {0}")]
-    Serialize(#[source] serde_json::Error),
+    Serialize(#[source] outbox_contract::redact::JsonErrorSummary),
     #[error("the event is {size} bytes, over the {limit}-byte PutEvents request limit")]
     TooLarge { size: usize, limit: usize },
 }
@@ -174,7 +174,7 @@ fn try_prepare(
         approximate_creation_time: created.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         ttl_expired,
     };
-    let detail = serde_json::to_string(&detail).map_err(RecordError::Serialize)?;
+    let detail = serde_json::to_string(&detail).map_err(|e| RecordError::Serialize(e.into()))?;
 
     let entry = PutEventsRequestEntry::builder()
         .event_bus_name(&config.bus_name)

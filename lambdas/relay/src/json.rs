@@ -17,8 +17,9 @@ use serde_json::value::RawValue;
 /// Why an attribute could not be written as JSON.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConvertError {
-    #[error("attribute {path} holds {value:?}, which is not a DynamoDB number")]
-    InvalidNumber { path: String, value: String },
+    /// The value itself is item data (personal data): never kept, so never logged.
+    #[error("attribute {path} is not a valid DynamoDB number (value not shown: item data)")]
+    InvalidNumber { path: String },
 }
 
 /// Writes an item (or a map of keys) as a JSON object, keys sorted.
@@ -27,9 +28,8 @@ pub fn item_to_raw(item: &HashMap<String, AttributeValue>) -> Result<Box<RawValu
     write_map(item, "", &mut out)?;
     // The writer only emits valid JSON; a failure here would be a bug in this module, reported
     // as an error rather than a panic.
-    RawValue::from_string(out).map_err(|e| ConvertError::InvalidNumber {
-        path: String::new(),
-        value: e.to_string(),
+    RawValue::from_string(out).map_err(|_| ConvertError::InvalidNumber {
+        path: "(the whole item)".to_owned(),
     })
 }
 
@@ -152,7 +152,6 @@ fn write_base64(bytes: &[u8], out: &mut String) {
 fn write_number(n: &str, path: &str, out: &mut String) -> Result<(), ConvertError> {
     let invalid = || ConvertError::InvalidNumber {
         path: path.to_owned(),
-        value: n.to_owned(),
     };
     let s = n.trim();
     let (negative, rest) = match s.as_bytes().first() {
@@ -249,12 +248,10 @@ mod tests {
         let item: HashMap<String, AttributeValue> =
             serde_json::from_value(serde_json::json!({"a": {"M": {"b": {"N": "x"}}}})).unwrap();
         let err = item_to_raw(&item).unwrap_err();
-        assert_eq!(
-            err,
-            ConvertError::InvalidNumber {
-                path: "a.b".into(),
-                value: "x".into()
-            }
+        assert_eq!(err, ConvertError::InvalidNumber { path: "a.b".into() });
+        assert!(
+            !err.to_string().contains('x'),
+            "the value is item data: {err}"
         );
     }
 

@@ -139,7 +139,6 @@ impl Relay {
                     tracing::error!(
                         record = index,
                         sequence_number = record.change.sequence_number.as_deref().unwrap_or(""),
-                        keys = %keys_for_log(record),
                         error = %reason,
                         "record cannot be published"
                     );
@@ -201,20 +200,13 @@ impl Relay {
     }
 }
 
-fn keys_for_log(record: &aws_lambda_events::dynamodb::EventRecord) -> String {
-    json::item_to_raw(&record.change.keys)
-        .map_or_else(|_| "<unreadable keys>".to_owned(), |k| k.get().to_owned())
-}
-
 fn log_stop(reason: &StopReason, record: usize, prepared: Option<&Prepared>) {
     let sequence_number = prepared.map_or("", |p| p.sequence_number.as_str());
-    let keys = prepared.map_or("", |p| p.item_key.as_str());
     match reason {
         StopReason::Rejected { code, message } | StopReason::CallFailed { code, message } => {
             tracing::error!(
                 record,
                 sequence_number,
-                keys,
                 code,
                 message,
                 "PutEvents rejected the event; the batch stops here"
@@ -224,7 +216,6 @@ fn log_stop(reason: &StopReason, record: usize, prepared: Option<&Prepared>) {
             tracing::error!(
                 record,
                 sequence_number,
-                keys,
                 last_code,
                 "retries exhausted; the batch stops here"
             );
@@ -233,7 +224,6 @@ fn log_stop(reason: &StopReason, record: usize, prepared: Option<&Prepared>) {
             tracing::warn!(
                 record,
                 sequence_number,
-                keys,
                 "invocation deadline near; the batch stops here"
             );
         }

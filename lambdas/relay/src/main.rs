@@ -1,12 +1,11 @@
 //! The relay Lambda's entry point: configuration and clients once, then the runtime loop.
-use anyhow::Context as _;
 use aws_sdk_eventbridge::config::retry::RetryConfig;
 use lambda_runtime::{LambdaEvent, service_fn};
 use outbox_contract::RelayConfig;
 use outbox_relay::{Relay, RetryPolicy};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -16,7 +15,25 @@ async fn main() -> anyhow::Result<()> {
         .with_current_span(false)
         .without_time()
         .init();
-    let config = RelayConfig::from_env().context("invalid relay configuration")?;
+    // A bad configuration is one JSON log line naming the variable (what CloudWatch shows),
+    // never anyhow's multi-line report on stderr.
+    let config = match RelayConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid relay configuration; the function cannot start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match serve(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the Lambda runtime stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     // The relay retries itself (per entry, with backoff, within the invocation deadline), so
     // the SDK's own retries are off.
@@ -38,5 +55,4 @@ async fn main() -> anyhow::Result<()> {
         },
     ))
     .await
-    .map_err(|e| anyhow::anyhow!(e))
 }

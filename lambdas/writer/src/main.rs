@@ -1,10 +1,9 @@
 //! The writer Lambda's entry point: configuration and clients once, then the runtime loop.
-use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent, service_fn};
 use outbox_writer::{Writer, WriterConfig};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -13,7 +12,25 @@ async fn main() -> anyhow::Result<()> {
         )
         .without_time()
         .init();
-    let config = WriterConfig::from_env().context("invalid writer configuration")?;
+    // A bad configuration is one JSON log line naming the variable (what CloudWatch shows),
+    // never anyhow's multi-line report on stderr.
+    let config = match WriterConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid writer configuration; the function cannot start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match serve(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the Lambda runtime stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: WriterConfig) -> Result<(), lambda_runtime::Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let writer = Writer::new(config, aws_sdk_dynamodb::Client::new(&sdk));
     let writer = &writer;
@@ -23,5 +40,4 @@ async fn main() -> anyhow::Result<()> {
         },
     ))
     .await
-    .map_err(|e| anyhow::anyhow!(e))
 }
