@@ -413,9 +413,9 @@ fn changed_key_schema_is_rejected_on_update() {
     new["spec"]["table"]["partitionKey"]["name"] = json!("userId");
     let errors = update_errors(old, new);
     assert!(
-        errors
-            .iter()
-            .any(|e| e.message.contains("spec.table.partitionKey is immutable")),
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("spec.table.partitionKey: field is immutable")),
         "{errors:?}"
     );
 }
@@ -432,9 +432,9 @@ fn changed_stream_view_type_is_rejected_on_update() {
     new["spec"]["table"]["streamViewType"] = json!("NEW_IMAGE");
     let errors = update_errors(old, new);
     assert!(
-        errors
-            .iter()
-            .any(|e| e.message.contains("streamViewType is immutable")),
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("spec.table.streamViewType: field is immutable")),
         "{errors:?}"
     );
 }
@@ -447,9 +447,9 @@ fn changed_table_name_is_rejected_on_update() {
     new["spec"]["table"]["name"] = json!("users-b");
     let errors = update_errors(old, new);
     assert!(
-        errors
-            .iter()
-            .any(|e| e.message.contains("spec.table.name is immutable")),
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("spec.table.name: field is immutable")),
         "{errors:?}"
     );
 }
@@ -461,4 +461,47 @@ fn unchanged_update_and_mutable_changes_pass() {
     new["spec"]["relay"]["batchSize"] = json!(500);
     new["spec"]["consumers"][0]["eventPattern"] = json!({"source": ["other"]});
     assert!(update_errors(old, new).is_empty());
+}
+
+#[test]
+fn cel_errors_name_the_field_once() {
+    let mut v = lifecycle();
+    v["spec"]["consumers"][1]["name"] = json!("user-deleted");
+    let errors = errors_of(v.clone());
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["spec.consumers: consumer names must be unique"]);
+    let err = manifest::check_value("pipeline.yaml document 1", v).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pipeline.yaml document 1: spec.consumers: consumer names must be unique"
+    );
+
+    let mut v = lifecycle();
+    v["spec"]["relay"]["events"][0]["source"] = json!("aws.users");
+    let shown: Vec<String> = errors_of(v).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        ["spec.relay.events[0].source: may not start with 'aws.' (reserved for AWS services)"]
+    );
+}
+
+#[test]
+fn no_cel_message_repeats_the_field_path_it_is_reported_under() {
+    // The API server and the CLI both print "<field path>: <message>"; a message starting
+    // with a path would name the field twice.
+    let mut problems = Vec::new();
+    walk("".into(), &schema(), &mut |path, node| {
+        for rule in node
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let message = rule["message"].as_str().unwrap_or("");
+            if message.is_empty() || message.starts_with("spec.") {
+                problems.push(format!("{path}: {message:?}"));
+            }
+        }
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
 }
