@@ -132,6 +132,11 @@ fn tags_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     validation = Rule::new("has(self.sortKey) == has(oldSelf.sortKey) && (!has(self.sortKey) || self.sortKey == oldSelf.sortKey)")
         .message("field is immutable: a table's key schema cannot change")
         .field_path(".sortKey"),
+    // On the table, not the field: a rule on an optional field does not run when the field is
+    // added or removed. An absent view type is the default NEW_IMAGE (what the engine uses).
+    validation = Rule::new("(has(self.streamViewType) ? self.streamViewType : 'NEW_IMAGE') == (has(oldSelf.streamViewType) ? oldSelf.streamViewType : 'NEW_IMAGE')")
+        .message("field is immutable: changing it replaces the stream and loses changes")
+        .field_path(".streamViewType"),
     validation = Rule::new("self.billingMode == 'PROVISIONED' ? has(self.provisionedThroughput) : !has(self.provisionedThroughput)")
         .message("required with billingMode PROVISIONED and not allowed with PAY_PER_REQUEST")
         .field_path(".provisionedThroughput")
@@ -166,7 +171,6 @@ pub struct TableSpec {
     /// What the stream records carry: NEW_IMAGE (default), NEW_AND_OLD_IMAGES or KEYS_ONLY.
     /// Immutable: a new view type means a new stream, and changes written in between would be lost.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("field is immutable: changing it replaces the stream and loses changes"))]
     pub stream_view_type: StreamViewType,
 
     /// Continuous backups with point-in-time recovery (default true).

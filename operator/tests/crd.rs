@@ -463,6 +463,99 @@ fn unchanged_update_and_mutable_changes_pass() {
     assert!(update_errors(old, new).is_empty());
 }
 
+/// CEL update errors for raw objects, as the API server sees them: a field left out of the
+/// manifest is absent (typed values always serialize it), and schema defaults apply first.
+fn raw_update_errors(schema: &Value, old: &Value, new: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(schema, new, Some(old)) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.into_vec().iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn openapi() -> Value {
+    manifest::openapi_schema().clone()
+}
+
+/// The lifecycle pipeline with keys payloads, valid with every stream view type.
+fn keys_pipeline() -> Value {
+    let mut v = lifecycle_keys_only();
+    v["spec"]["table"]
+        .as_object_mut()
+        .expect("table")
+        .remove("streamViewType");
+    v
+}
+
+fn with_view_type(mut v: Value, view: &str) -> Value {
+    v["spec"]["table"]["streamViewType"] = json!(view);
+    v
+}
+
+fn refuses(errors: &[String], wanted: &str) -> bool {
+    errors.iter().any(|e| e.starts_with(wanted))
+}
+
+#[test]
+fn removing_or_adding_stream_view_type_is_refused_on_update() {
+    let schema = openapi();
+    let absent = keys_pipeline();
+    let immutable = "spec.table.streamViewType: field is immutable";
+    for view in ["NEW_AND_OLD_IMAGES", "KEYS_ONLY"] {
+        let present = with_view_type(absent.clone(), view);
+        let removed = raw_update_errors(&schema, &present, &absent);
+        assert!(refuses(&removed, immutable), "{view} removed: {removed:?}");
+        let added = raw_update_errors(&schema, &absent, &present);
+        assert!(refuses(&added, immutable), "{view} added: {added:?}");
+    }
+    // Writing out the default, or dropping it, keeps the same stream.
+    let explicit = with_view_type(absent.clone(), "NEW_IMAGE");
+    assert!(raw_update_errors(&schema, &absent, &explicit).is_empty());
+    assert!(raw_update_errors(&schema, &explicit, &absent).is_empty());
+}
+
+/// Without schema defaulting (an object stored before a default existed, or a validator that
+/// does not default) a rule on the optional field itself never sees the field disappear.
+#[test]
+fn stream_view_type_immutability_does_not_depend_on_schema_defaults() {
+    fn strip_defaults(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("default");
+                map.values_mut().for_each(strip_defaults);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip_defaults),
+            _ => {}
+        }
+    }
+    let mut schema = openapi();
+    strip_defaults(&mut schema);
+    let absent = keys_pipeline();
+    let present = with_view_type(absent.clone(), "KEYS_ONLY");
+    let errors = raw_update_errors(&schema, &present, &absent);
+    assert!(
+        refuses(&errors, "spec.table.streamViewType: field is immutable"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn removing_or_adding_table_name_or_sort_key_is_refused_on_update() {
+    let schema = openapi();
+    let mut base = keys_pipeline();
+    base["spec"]["writer"]["enabled"] = json!(false);
+    let mut named = base.clone();
+    named["spec"]["table"]["name"] = json!("users-a");
+    let mut sorted = base.clone();
+    sorted["spec"]["table"]["sortKey"] = json!({"name": "sk", "type": "S"});
+    for (with, field) in [(named, "spec.table.name"), (sorted, "spec.table.sortKey")] {
+        let wanted = format!("{field}: field is immutable");
+        let removed = raw_update_errors(&schema, &with, &base);
+        assert!(refuses(&removed, &wanted), "{field} removed: {removed:?}");
+        let added = raw_update_errors(&schema, &base, &with);
+        assert!(refuses(&added, &wanted), "{field} added: {added:?}");
+    }
+}
+
 #[test]
 fn cel_errors_name_the_field_once() {
     let mut v = lifecycle();
