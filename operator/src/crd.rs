@@ -510,6 +510,10 @@ pub struct ConsumerSpec {
 fn event_pattern_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
+        // An empty pattern is refused by EventBridge; catch it at admission. CEL cannot look
+        // inside a preserve-unknown-fields object on the API server (its unknown fields are
+        // not declared to CEL), so the pattern's grammar is checked by the engine.
+        "minProperties": 1,
         "x-kubernetes-preserve-unknown-fields": true,
         "description": "The rule's event pattern, a JSON object in EventBridge pattern syntax, e.g. {\"source\": [\"myapp.users\"], \"detail-type\": [\"UserCreated\"]}."
     })

@@ -598,3 +598,31 @@ fn no_cel_message_repeats_the_field_path_it_is_reported_under() {
     });
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn empty_or_non_object_event_pattern_is_rejected() {
+    for bad in [
+        json!({}),
+        json!("myapp.users"),
+        json!(5),
+        json!(["myapp.users"]),
+    ] {
+        let mut v = lifecycle();
+        v["spec"]["consumers"][0]["eventPattern"] = bad.clone();
+        let errors = assert_rejected(v, "spec.consumers[0].eventPattern");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.field == "spec.consumers[0].eventPattern"),
+            "{bad}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn crd_refuses_an_empty_event_pattern_at_admission() {
+    let pattern = &schema()["properties"]["spec"]["properties"]["consumers"]["items"]["properties"]
+        ["eventPattern"];
+    assert_eq!(pattern["minProperties"], json!(1), "{pattern}");
+    assert_eq!(pattern["type"], json!("object"), "{pattern}");
+}
