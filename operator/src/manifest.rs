@@ -4,6 +4,8 @@
 //! would reject, with the document and field named: the CRD's openAPIV3Schema (types, enums,
 //! ranges, patterns, required fields), unknown fields, and the CEL rules
 //! (`x-kubernetes-validations`, evaluated client-side by kube's CEL support).
+//!
+//! Input is read as YAML 1.2 core schema (only `true`/`false` are booleans: `type: N` stays "N").
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -64,7 +66,7 @@ fn format_errors(errors: &[FieldError]) -> String {
 /// A checked pipeline and where it came from.
 #[derive(Debug, Clone)]
 pub struct Document {
-    /// `FILE document N`.
+    /// `FILE document N (namespace/name)`.
     pub origin: String,
     pub pipeline: OutboxPipeline,
 }
@@ -86,11 +88,17 @@ pub fn read_path(path: &str) -> Result<Vec<Document>, ManifestError> {
     parse_documents(name, &text)
 }
 
+/// YAML 1.2 core schema, as the Kubernetes API's JSON is: only `true`/`false` are booleans, so
+/// `type: N` or a tag value `yes` stay the strings they look like (YAML 1.1 made them booleans).
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
 /// Parses every YAML document in `text` and checks each one. Empty documents are skipped.
 /// The first document with problems fails the whole call, so nothing is half-applied.
 pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
-    let values: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| ManifestError::Yaml {
             origin: file.to_owned(),
             message: e.to_string(),
         })?;
@@ -296,12 +304,26 @@ fn schema_errors(value: &Value) -> Vec<FieldError> {
         .iter_errors(value)
         .map(|e| FieldError {
             field: pointer_to_path(e.instance_path().as_str()),
-            message: e.to_string(),
+            message: with_yaml11_hint(e.to_string(), e.instance()),
         })
         .collect();
     errors.sort_by(|a, b| a.field.cmp(&b.field));
     errors.dedup();
     errors
+}
+
+/// A YAML 1.1 boolean spelling where a boolean is expected is a string under YAML 1.2: say so.
+fn with_yaml11_hint(message: String, instance: &Value) -> String {
+    const YAML11_BOOLEANS: [&str; 6] = ["y", "yes", "on", "n", "no", "off"];
+    match instance.as_str() {
+        Some(s)
+            if message.contains("\"boolean\"")
+                && YAML11_BOOLEANS.contains(&s.to_ascii_lowercase().as_str()) =>
+        {
+            format!("{message} (manifests are YAML 1.2: only true and false are booleans)")
+        }
+        _ => message,
+    }
 }
 
 /// `/spec/consumers/0/name` → `spec.consumers[0].name`.

@@ -626,3 +626,57 @@ fn crd_refuses_an_empty_event_pattern_at_admission() {
     assert_eq!(pattern["minProperties"], json!(1), "{pattern}");
     assert_eq!(pattern["type"], json!("object"), "{pattern}");
 }
+
+fn lifecycle_text() -> String {
+    repo_file("examples/user-lifecycle.yaml")
+}
+
+#[test]
+fn yaml_is_read_as_yaml_1_2_so_n_and_yes_stay_strings() {
+    let text = lifecycle_text()
+        .replace(
+            "  writer:\n    enabled: true",
+            "  writer:\n    enabled: false",
+        )
+        .replace("type: S", "type: N")
+        .replace(
+            "team: identity",
+            "team: y\n    a: yes\n    b: on\n    c: no\n    d: N\n    e: off",
+        );
+    let docs = manifest::parse_documents("yaml12.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let spec = &docs[0].pipeline.spec;
+    assert_eq!(
+        spec.table.partition_key.attribute_type,
+        outbox_operator::crd::KeyType::N
+    );
+    for (key, value) in [
+        ("team", "y"),
+        ("a", "yes"),
+        ("b", "on"),
+        ("c", "no"),
+        ("d", "N"),
+        ("e", "off"),
+    ] {
+        assert_eq!(spec.tags.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    // Booleans written as booleans still are.
+    assert!(spec.table.deletion_protection && spec.relay.bisect_batch_on_function_error);
+    assert!(!spec.writer.enabled);
+}
+
+#[test]
+fn yaml_1_1_boolean_where_a_boolean_is_expected_is_named_with_a_hint() {
+    for spelling in ["yes", "on", "y", "no"] {
+        let text = lifecycle_text().replace(
+            "  writer:\n    enabled: true",
+            &format!("  writer:\n    enabled: {spelling}"),
+        );
+        let err = manifest::parse_documents("bool.yaml", &text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("spec.writer.enabled"), "{spelling}: {msg}");
+        assert!(
+            msg.contains("only true and false are booleans"),
+            "{spelling}: {msg}"
+        );
+    }
+}
