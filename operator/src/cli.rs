@@ -186,12 +186,13 @@ fn load(files: &Files) -> Option<Vec<Document>> {
     }
 }
 
-/// Reads every file; fails on the first invalid document.
+/// Reads every file; fails on the first invalid document, and on a pipeline named twice.
 pub fn read_all(files: &[String]) -> Result<Vec<Document>, manifest::ManifestError> {
     let mut docs = Vec::new();
     for f in files {
         docs.extend(manifest::read_path(f)?);
     }
+    manifest::reject_duplicates(&docs)?;
     Ok(docs)
 }
 

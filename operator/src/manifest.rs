@@ -5,7 +5,8 @@
 //! ranges, patterns, required fields), unknown fields, and the CEL rules
 //! (`x-kubernetes-validations`, evaluated client-side by kube's CEL support).
 //!
-//! Input is read as YAML 1.2 core schema (only `true`/`false` are booleans: `type: N` stays "N").
+//! Input is read as YAML 1.2 core schema (only `true`/`false` are booleans: `type: N` stays "N"),
+//! and [`reject_duplicates`] refuses a pipeline given twice.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -40,6 +41,15 @@ pub enum ManifestError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "{key} is defined twice: {first} and {second}; each pipeline may appear once in the inputs"
+    )]
+    Duplicate {
+        /// `namespace/name`.
+        key: String,
+        first: String,
+        second: String,
     },
     #[error("{origin}: invalid YAML: {message}")]
     Yaml { origin: String, message: String },
@@ -86,6 +96,26 @@ pub fn read_path(path: &str) -> Result<Vec<Document>, ManifestError> {
     };
     let name = if path == "-" { "<stdin>" } else { path };
     parse_documents(name, &text)
+}
+
+/// Refuses two documents naming the same pipeline (namespace/name): applying both would
+/// reconcile one pipeline twice, the second undoing the first.
+pub fn reject_duplicates(docs: &[Document]) -> Result<(), ManifestError> {
+    let mut seen: std::collections::HashMap<(&str, &str), &str> = Default::default();
+    for doc in docs {
+        let key = (
+            doc.pipeline.namespace_or_default(),
+            doc.pipeline.name_or_empty(),
+        );
+        if let Some(first) = seen.insert(key, &doc.origin) {
+            return Err(ManifestError::Duplicate {
+                key: format!("{}/{}", key.0, key.1),
+                first: first.to_owned(),
+                second: doc.origin.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// YAML 1.2 core schema, as the Kubernetes API's JSON is: only `true`/`false` are booleans, so

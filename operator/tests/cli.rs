@@ -28,6 +28,12 @@ fn endpoint() -> Option<String> {
 }
 
 fn cli(args: &[&str], endpoint: &str, cluster: &str, stdin: Option<&str>) -> Output {
+    let mut cmd = command(args, endpoint, cluster);
+    run(&mut cmd, stdin.map(str::as_bytes))
+}
+
+/// The binary with the test's AWS environment, not yet started.
+fn command(args: &[&str], endpoint: &str, cluster: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -42,21 +48,27 @@ fn cli(args: &[&str], endpoint: &str, cluster: &str, stdin: Option<&str>) -> Out
             "OUTBOX_ARTIFACTS_DIR",
             repo("operator/tests/fixtures/artifacts"),
         )
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        // One attempt per AWS call: tests that expect a connection failure fail fast.
+        .env("AWS_MAX_ATTEMPTS", "1");
+    cmd
+}
+
+/// Runs `cmd` with `stdin` written to it (the binary may stop reading early: an oversize
+/// input is refused after its first bytes, so a broken pipe is expected then).
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn outbox-operator");
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Err(e) = pipe.write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+        }
     }
     child.wait_with_output().expect("wait outbox-operator")
 }
@@ -127,6 +139,44 @@ fn unknown_field_and_invalid_yaml_are_named() {
         "{}",
         text(&out)
     );
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(repo(&format!("examples/{name}"))).expect("example")
+}
+
+/// Nothing was attempted in AWS: no connection error, no per-pipeline output.
+fn assert_no_aws_call(cmd: &str, all: &str) {
+    assert!(!all.contains("dispatch failure"), "{cmd}: {all}");
+    assert!(!all.contains("default/user-created"), "{cmd}: {all}");
+}
+
+#[test]
+fn the_same_pipeline_in_two_inputs_is_refused_before_any_aws_call() {
+    let file = repo("examples/user-created.yaml");
+    let input = format!(
+        "{}\n---\n{}",
+        example("user-lifecycle.yaml"),
+        example("user-created.yaml")
+    );
+    for cmd in ["apply", "plan", "delete", "status"] {
+        let out = cli(
+            &[cmd, "-f", &file, "-f", "-"],
+            NOWHERE,
+            "cli-dup",
+            Some(&input),
+        );
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {all}");
+        assert!(
+            all.contains(&format!(
+                "default/user-created is defined twice: {file} document 1 (default/user-created) \
+                 and <stdin> document 2 (default/user-created)"
+            )),
+            "{cmd}: {all}"
+        );
+        assert!(!all.contains("dispatch failure"), "{cmd}: {all}");
+    }
 }
 
 #[test]

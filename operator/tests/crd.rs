@@ -680,3 +680,29 @@ fn yaml_1_1_boolean_where_a_boolean_is_expected_is_named_with_a_hint() {
         );
     }
 }
+
+fn minimal(name: &str) -> String {
+    lifecycle_text().replace("name: user-lifecycle\n", &format!("name: {name}\n"))
+}
+
+#[test]
+fn the_same_pipeline_twice_is_refused_naming_both_places() {
+    let text = format!(
+        "{}\n---\n{}\n---\n{}",
+        minimal("a"),
+        minimal("b"),
+        minimal("a")
+    );
+    let docs = manifest::parse_documents("two.yaml", &text).expect("each document is valid");
+    let err = manifest::reject_duplicates(&docs).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "default/a is defined twice: two.yaml document 1 (default/a) and two.yaml document 3 \
+         (default/a); each pipeline may appear once in the inputs"
+    );
+    // Same name in another namespace is another pipeline.
+    let other_ns = minimal("a").replace("namespace: default", "namespace: team-b");
+    let text = format!("{}\n---\n{other_ns}", minimal("a"));
+    let docs = manifest::parse_documents("ns.yaml", &text).expect("valid");
+    assert!(manifest::reject_duplicates(&docs).is_ok());
+}
