@@ -6,7 +6,7 @@
 //! (`x-kubernetes-validations`, evaluated client-side by kube's CEL support).
 //!
 //! Input is read as YAML 1.2 core schema (only `true`/`false` are booleans: `type: N` stays "N"),
-//! and [`reject_duplicates`] refuses a pipeline given twice.
+//! at most [`MAX_INPUT_BYTES`] per input; [`reject_duplicates`] refuses a pipeline given twice.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -43,6 +43,13 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     #[error(
+        "{path}: larger than {} MiB; a manifest this size is not a set of pipelines (wrong file?)",
+        MAX_INPUT_BYTES / (1024 * 1024)
+    )]
+    TooLarge { path: String },
+    #[error("{path}: not UTF-8 text")]
+    NotUtf8 { path: String },
+    #[error(
         "{key} is defined twice: {first} and {second}; each pipeline may appear once in the inputs"
     )]
     Duplicate {
@@ -73,6 +80,10 @@ fn format_errors(errors: &[FieldError]) -> String {
     out
 }
 
+/// Largest input (one file, or standard input) read as manifests: 4 MiB. Pipelines are a few
+/// KiB each; the cap keeps a wrong path (`-f /dev/zero`, a log file) from exhausting memory.
+pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A checked pipeline and where it came from.
 #[derive(Debug, Clone)]
 pub struct Document {
@@ -81,21 +92,37 @@ pub struct Document {
     pub pipeline: OutboxPipeline,
 }
 
-/// Reads manifests from a path, or standard input when the path is `-`.
+/// Reads manifests from a path, or standard input when the path is `-`, at most
+/// [`MAX_INPUT_BYTES`] of it.
 pub fn read_path(path: &str) -> Result<Vec<Document>, ManifestError> {
-    let text = if path == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|source| ManifestError::Read {
-            path: "<stdin>".into(),
-            source,
-        })?
-    } else {
-        std::fs::read_to_string(Path::new(path)).map_err(|source| ManifestError::Read {
-            path: path.into(),
-            source,
-        })?
-    };
     let name = if path == "-" { "<stdin>" } else { path };
+    let text = if path == "-" {
+        read_capped(name, std::io::stdin().lock())?
+    } else {
+        let file = std::fs::File::open(Path::new(path)).map_err(|source| ManifestError::Read {
+            path: name.into(),
+            source,
+        })?;
+        read_capped(name, file)?
+    };
     parse_documents(name, &text)
+}
+
+/// Reads at most [`MAX_INPUT_BYTES`] (one byte more tells an oversize input apart).
+fn read_capped(name: &str, input: impl std::io::Read) -> Result<String, ManifestError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ManifestError::Read {
+            path: name.into(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(ManifestError::TooLarge { path: name.into() });
+    }
+    String::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8 { path: name.into() })
 }
 
 /// Refuses two documents naming the same pipeline (namespace/name): applying both would

@@ -152,6 +152,27 @@ fn assert_no_aws_call(cmd: &str, all: &str) {
 }
 
 #[test]
+fn oversize_input_is_refused_naming_it() {
+    let big = format!(
+        "# {}\n{}",
+        "x".repeat(5 * 1024 * 1024),
+        example("user-created.yaml")
+    );
+    let mut cmd = command(&["plan", "-f", "-"], NOWHERE, "cli-big");
+    let out = run(&mut cmd, Some(big.as_bytes()));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("<stdin>: larger than 4 MiB"), "{all}");
+    assert_no_aws_call("plan", &all);
+
+    // An endless input is refused too, instead of exhausting memory.
+    let out = cli(&["plan", "-f", "/dev/zero"], NOWHERE, "cli-big", None);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("/dev/zero: larger than 4 MiB"), "{all}");
+}
+
+#[test]
 fn the_same_pipeline_in_two_inputs_is_refused_before_any_aws_call() {
     let file = repo("examples/user-created.yaml");
     let input = format!(
