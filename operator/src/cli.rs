@@ -155,16 +155,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Logging, then every manifest read and checked (one bad document: nothing is touched), then
-/// the engine from the standard AWS configuration.
+/// Logging, the flags checked as `run` checks them, then every manifest read and checked (one
+/// bad document: nothing is touched), then the engine from the standard AWS configuration.
 async fn prepare(
     files: &Files,
     args: &EngineArgs,
     log: &LogArgs,
 ) -> Option<(Engine, Vec<Document>)> {
     init_logging(log.format);
+    if let Err(e) = args.validate() {
+        eprintln!("error: {e}");
+        return None;
+    }
     let docs = load(files)?;
-    let sdk = crate::engine::aws_sdk_config(args.region.clone(), args.endpoint_url.clone()).await;
+    let sdk = crate::engine::aws_sdk_config(args.region(), args.endpoint_url()).await;
     Some((Engine::new(&sdk, args.engine_config()), docs))
 }
 

@@ -201,6 +201,24 @@ fn the_same_pipeline_in_two_inputs_is_refused_before_any_aws_call() {
 }
 
 #[test]
+fn invalid_cluster_id_is_refused_by_every_command_before_any_aws_call() {
+    let file = repo("examples/user-created.yaml");
+    for cmd in ["apply", "plan", "delete", "status"] {
+        for id in ["", "has space", &"x".repeat(129)] {
+            let out = cli(&[cmd, "-f", &file, "--cluster-id", id], NOWHERE, "ok", None);
+            let all = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {id:?}: {all}");
+            assert!(all.contains("--cluster-id"), "{cmd} {id:?}: {all}");
+            assert_no_aws_call(cmd, &all);
+        }
+        // From the environment (the chart's way) as well.
+        let out = cli(&[cmd, "-f", &file], NOWHERE, "has space", None);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {}", text(&out));
+        assert!(text(&out).contains("OUTBOX_CLUSTER_ID"), "{}", text(&out));
+    }
+}
+
+#[test]
 fn plan_apply_status_delete_lifecycle() {
     let Some(endpoint) = endpoint() else { return };
     // A unique name per run keeps runs on one long-lived emulator apart.
