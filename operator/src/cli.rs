@@ -128,7 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Apply(args) => {
-            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
+            let Some((engine, docs)) = prepare_apply(&args).await else {
                 return Ok(EXIT_FAILED);
             };
             apply(&engine, &docs, args.timeout, &mut std::io::stdout()).await
@@ -153,6 +153,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Run(args) => crate::controller::run(*args).await,
     }
+}
+
+/// `prepare`, plus apply's warnings (apply is the command that creates IAM roles).
+async fn prepare_apply(args: &ApplyArgs) -> Option<(Engine, Vec<Document>)> {
+    let prepared = prepare(&args.files, &args.engine, &args.log).await?;
+    for warning in args.engine.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Some(prepared)
 }
 
 /// Logging, the flags checked as `run` checks them, then every manifest read and checked (one

@@ -61,6 +61,11 @@ impl EngineArgs {
         }
     }
 
+    /// What to warn about at start: settings that work but weaken something.
+    pub fn warnings(&self) -> Vec<String> {
+        startup_warnings(non_empty(self.permissions_boundary_arn.as_deref()).as_deref())
+    }
+
     /// The region flag, with an empty value meaning "not set" (as the chart may pass it).
     pub fn region(&self) -> Option<String> {
         non_empty(self.region.as_deref())
@@ -93,6 +98,19 @@ impl EngineArgs {
             return Err(ConfigError::EndpointUrl(url));
         }
         Ok(())
+    }
+}
+
+/// Said at start (a WARN log line; one stderr line for the CLI's apply) when no boundary is set.
+pub const NO_BOUNDARY_WARNING: &str = "no --permissions-boundary-arn (OUTBOX_PERMISSIONS_BOUNDARY_ARN): \
+     the Lambda execution roles are created without a permissions boundary, which works only if \
+     the operator's IAM policy allows creating roles without one; the documented policy \
+     (docs/operator-iam-policy.json) requires a boundary, so under it role creation is denied";
+
+fn startup_warnings(permissions_boundary_arn: Option<&str>) -> Vec<String> {
+    match permissions_boundary_arn {
+        None => vec![NO_BOUNDARY_WARNING.to_owned()],
+        Some(_) => Vec::new(),
     }
 }
 
@@ -211,6 +229,13 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Lease holder identity and Event reporting instance.
     pub identity: String,
+}
+
+impl Config {
+    /// What `run` logs at WARN when it starts (see [`EngineArgs::warnings`]).
+    pub fn warnings(&self) -> Vec<String> {
+        startup_warnings(self.engine.permissions_boundary_arn.as_deref())
+    }
 }
 
 impl RunArgs {
@@ -392,6 +417,32 @@ mod tests {
         assert!(parse(&["--cluster-id", "c", "--resync-period", "soon"]).is_err());
         assert!(parse(&["--cluster-id", "c", "--log-format", "xml"]).is_err());
         assert!(parse(&["--cluster-id", "c", "--leader-election=maybe"]).is_err());
+    }
+
+    #[test]
+    fn run_warns_at_start_without_a_permissions_boundary() {
+        let config = |args: &[&str]| {
+            let args = parse(args).map_err(|e| e.to_string());
+            let Ok(args) = args else {
+                panic!("parse failed: {args:?}")
+            };
+            args.into_config().map_err(|e| e.to_string())
+        };
+        for unset in [
+            &["--cluster-id", "c"][..],
+            &["--cluster-id", "c", "--permissions-boundary-arn", ""],
+        ] {
+            let Ok(c) = config(unset) else {
+                panic!("invalid")
+            };
+            assert_eq!(c.warnings(), [NO_BOUNDARY_WARNING.to_owned()]);
+            assert!(NO_BOUNDARY_WARNING.contains("--permissions-boundary-arn"));
+        }
+        let boundary = "arn:aws:iam::123456789012:policy/boundary";
+        let Ok(c) = config(&["--cluster-id", "c", "--permissions-boundary-arn", boundary]) else {
+            panic!("invalid")
+        };
+        assert!(c.warnings().is_empty());
     }
 
     #[test]

@@ -219,6 +219,49 @@ fn invalid_cluster_id_is_refused_by_every_command_before_any_aws_call() {
 }
 
 #[test]
+fn apply_warns_when_no_permissions_boundary_is_set() {
+    let file = repo("examples/user-created.yaml");
+    let warning = "warning: no --permissions-boundary-arn";
+    // The AWS calls fail (nothing listens), after the warning.
+    let out = cli(
+        &["apply", "-f", &file, "--timeout", "1s"],
+        NOWHERE,
+        "cli-warn",
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches(warning).count(),
+        1,
+        "one warning line expected: {stderr}"
+    );
+    assert!(
+        stderr.contains("iam"),
+        "the warning explains the IAM consequence: {stderr}"
+    );
+
+    let boundary = "arn:aws:iam::123456789012:policy/outbox-boundary";
+    let out = cli(
+        &[
+            "apply",
+            "-f",
+            &file,
+            "--timeout",
+            "1s",
+            "--permissions-boundary-arn",
+            boundary,
+        ],
+        NOWHERE,
+        "cli-warn",
+        None,
+    );
+    assert!(!text(&out).contains(warning), "{}", text(&out));
+    // plan creates nothing: no warning.
+    let out = cli(&["plan", "-f", &file], NOWHERE, "cli-warn", None);
+    assert!(!text(&out).contains(warning), "{}", text(&out));
+}
+
+#[test]
 fn plan_apply_status_delete_lifecycle() {
     let Some(endpoint) = endpoint() else { return };
     // A unique name per run keeps runs on one long-lived emulator apart.
