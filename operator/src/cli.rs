@@ -2,6 +2,7 @@
 //! controller, without a cluster (CI pipelines, GitOps checks, the quickstart).
 
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -177,8 +178,19 @@ async fn prepare(
         return None;
     }
     let docs = load(files)?;
+    let mut config = args.engine_config();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let artifacts = crate::config::cli_artifacts_dir(
+        args.artifacts_dir.as_deref(),
+        Path::new(crate::config::IMAGE_ARTIFACTS_DIR),
+        &cwd,
+    );
+    if let Some(note) = &artifacts.note {
+        eprintln!("note: {note}");
+    }
+    config.artifacts_dir = artifacts.path;
     let sdk = crate::engine::aws_sdk_config(args.region(), args.endpoint_url()).await;
-    Some((Engine::new(&sdk, args.engine_config()), docs))
+    Some((Engine::new(&sdk, config), docs))
 }
 
 /// Reads and checks every manifest first: one bad document changes nothing at all.

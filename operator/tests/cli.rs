@@ -262,6 +262,48 @@ fn apply_warns_when_no_permissions_boundary_is_set() {
 }
 
 #[test]
+fn artifacts_dir_falls_back_to_the_checkouts_target_artifacts() {
+    if std::path::Path::new("/artifacts").exists() {
+        eprintln!("skipping: /artifacts exists here, so it is the default");
+        return;
+    }
+    let checkout = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        checkout.path().join("Cargo.toml"),
+        "[workspace]\nmembers = []\n",
+    )
+    .expect("write Cargo.toml");
+    let nested = checkout.path().join("operator").join("src");
+    std::fs::create_dir_all(&nested).expect("mkdir");
+    let file = repo("examples/user-created.yaml");
+    let expected = checkout.path().join("target").join("artifacts");
+
+    let mut cmd = command(&["plan", "-f", &file], NOWHERE, "cli-artifacts");
+    cmd.env_remove("OUTBOX_ARTIFACTS_DIR").current_dir(&nested);
+    let out = run(&mut cmd, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("using Lambda zips from {}", expected.display())),
+        "{stderr}"
+    );
+
+    // Given explicitly, the directory is used as is and nothing is said about it.
+    let mut cmd = command(&["plan", "-f", &file], NOWHERE, "cli-artifacts");
+    cmd.current_dir(&nested);
+    let out = run(&mut cmd, None);
+    assert!(!text(&out).contains("Lambda zips from"), "{}", text(&out));
+
+    // Outside any workspace: /artifacts stays, and the message says what to set.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let mut cmd = command(&["plan", "-f", &file], NOWHERE, "cli-artifacts");
+    cmd.env_remove("OUTBOX_ARTIFACTS_DIR")
+        .current_dir(elsewhere.path());
+    let out = run(&mut cmd, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--artifacts-dir"), "{stderr}");
+}
+
+#[test]
 fn plan_apply_status_delete_lifecycle() {
     let Some(endpoint) = endpoint() else { return };
     // A unique name per run keeps runs on one long-lived emulator apart.
