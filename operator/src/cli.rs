@@ -39,7 +39,8 @@ pub enum Command {
 /// Manifests to read.
 #[derive(Debug, Args)]
 pub struct Files {
-    /// Manifest file (YAML, multi-document); repeatable; `-` reads standard input.
+    /// Manifest file (YAML 1.2, multi-document, at most 4 MiB); repeatable; `-` reads standard
+    /// input. A pipeline (namespace/name) may appear once across all of them.
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
     pub files: Vec<String>,
 }

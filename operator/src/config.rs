@@ -48,6 +48,8 @@ pub struct EngineArgs {
     pub allow_adoption: bool,
 
     /// Permissions boundary (IAM policy ARN) attached to every execution role the operator creates.
+    /// Without one the roles have none, which the documented IAM policy refuses: a warning says so
+    /// at start.
     #[arg(long, env = "OUTBOX_PERMISSIONS_BOUNDARY_ARN")]
     pub permissions_boundary_arn: Option<String>,
 }
