@@ -2,6 +2,7 @@
 //! controller, without a cluster (CI pipelines, GitOps checks, the quickstart).
 
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -38,7 +39,8 @@ pub enum Command {
 /// Manifests to read.
 #[derive(Debug, Args)]
 pub struct Files {
-    /// Manifest file (YAML, multi-document); repeatable; `-` reads standard input.
+    /// Manifest file (YAML 1.2, multi-document, at most 4 MiB); repeatable; `-` reads standard
+    /// input. A pipeline (namespace/name) may appear once across all of them.
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
     pub files: Vec<String>,
 }
@@ -128,7 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Apply(args) => {
-            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
+            let Some((engine, docs)) = prepare_apply(&args).await else {
                 return Ok(EXIT_FAILED);
             };
             apply(&engine, &docs, args.timeout, &mut std::io::stdout()).await
@@ -155,17 +157,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Logging, then every manifest read and checked (one bad document: nothing is touched), then
-/// the engine from the standard AWS configuration.
+/// `prepare`, plus apply's warnings (apply is the command that creates IAM roles).
+async fn prepare_apply(args: &ApplyArgs) -> Option<(Engine, Vec<Document>)> {
+    let prepared = prepare(&args.files, &args.engine, &args.log).await?;
+    for warning in args.engine.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Some(prepared)
+}
+
+/// Logging, the flags checked as `run` checks them, then every manifest read and checked (one
+/// bad document: nothing is touched), then the engine from the standard AWS configuration.
 async fn prepare(
     files: &Files,
     args: &EngineArgs,
     log: &LogArgs,
 ) -> Option<(Engine, Vec<Document>)> {
     init_logging(log.format);
+    if let Err(e) = args.validate() {
+        eprintln!("error: {e}");
+        return None;
+    }
     let docs = load(files)?;
-    let sdk = crate::engine::aws_sdk_config(args.region.clone(), args.endpoint_url.clone()).await;
-    Some((Engine::new(&sdk, args.engine_config()), docs))
+    let mut config = args.engine_config();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let artifacts = crate::config::cli_artifacts_dir(
+        args.artifacts_dir.as_deref(),
+        Path::new(crate::config::IMAGE_ARTIFACTS_DIR),
+        &cwd,
+    );
+    if let Some(note) = &artifacts.note {
+        eprintln!("note: {note}");
+    }
+    config.artifacts_dir = artifacts.path;
+    let sdk = crate::engine::aws_sdk_config(args.region(), args.endpoint_url()).await;
+    Some((Engine::new(&sdk, config), docs))
 }
 
 /// Reads and checks every manifest first: one bad document changes nothing at all.
@@ -186,12 +212,13 @@ fn load(files: &Files) -> Option<Vec<Document>> {
     }
 }
 
-/// Reads every file; fails on the first invalid document.
+/// Reads every file; fails on the first invalid document, and on a pipeline named twice.
 pub fn read_all(files: &[String]) -> Result<Vec<Document>, manifest::ManifestError> {
     let mut docs = Vec::new();
     for f in files {
         docs.extend(manifest::read_path(f)?);
     }
+    manifest::reject_duplicates(&docs)?;
     Ok(docs)
 }
 

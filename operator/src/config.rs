@@ -4,7 +4,7 @@
 //! [`EngineArgs`] holds the AWS and engine flags on their own so the standalone CLI commands can
 //! flatten the same flags and build the same [`EngineConfig`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
@@ -23,9 +23,11 @@ pub struct EngineArgs {
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
 
-    /// Directory holding the Lambda zips: <dir>/<arch>/<function>/bootstrap.zip.
-    #[arg(long, env = "OUTBOX_ARTIFACTS_DIR", default_value = "/artifacts")]
-    pub artifacts_dir: PathBuf,
+    /// Directory holding the Lambda zips: <dir>/<arch>/<function>/bootstrap.zip (default:
+    /// /artifacts, as in the image; the standalone commands fall back to target/artifacts of the
+    /// Cargo workspace around the current directory when /artifacts does not exist).
+    #[arg(long, env = "OUTBOX_ARTIFACTS_DIR")]
+    pub artifacts_dir: Option<PathBuf>,
 
     /// Identifies this operator installation in the ownership tags and derived names of every AWS
     /// resource it creates; unique per cluster sharing an AWS account
@@ -46,6 +48,8 @@ pub struct EngineArgs {
     pub allow_adoption: bool,
 
     /// Permissions boundary (IAM policy ARN) attached to every execution role the operator creates.
+    /// Without one the roles have none, which the documented IAM policy refuses: a warning says so
+    /// at start.
     #[arg(long, env = "OUTBOX_PERMISSIONS_BOUNDARY_ARN")]
     pub permissions_boundary_arn: Option<String>,
 }
@@ -57,8 +61,16 @@ impl EngineArgs {
             cluster_id: self.cluster_id.clone(),
             allow_adoption: self.allow_adoption,
             permissions_boundary_arn: non_empty(self.permissions_boundary_arn.as_deref()),
-            artifacts_dir: self.artifacts_dir.clone(),
+            artifacts_dir: self
+                .artifacts_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(IMAGE_ARTIFACTS_DIR)),
         }
+    }
+
+    /// What to warn about at start: settings that work but weaken something.
+    pub fn warnings(&self) -> Vec<String> {
+        startup_warnings(non_empty(self.permissions_boundary_arn.as_deref()).as_deref())
     }
 
     /// The region flag, with an empty value meaning "not set" (as the chart may pass it).
@@ -94,6 +106,82 @@ impl EngineArgs {
         }
         Ok(())
     }
+}
+
+/// Where the image puts the Lambda zips; `run`'s default.
+pub const IMAGE_ARTIFACTS_DIR: &str = "/artifacts";
+
+/// Said at start (a WARN log line; one stderr line for the CLI's apply) when no boundary is set.
+pub const NO_BOUNDARY_WARNING: &str = "no --permissions-boundary-arn (OUTBOX_PERMISSIONS_BOUNDARY_ARN): \
+     the Lambda execution roles are created without a permissions boundary, which works only if \
+     the operator's IAM policy allows creating roles without one; the documented policy \
+     (docs/operator-iam-policy.json) requires a boundary, so under it role creation is denied";
+
+fn startup_warnings(permissions_boundary_arn: Option<&str>) -> Vec<String> {
+    match permissions_boundary_arn {
+        None => vec![NO_BOUNDARY_WARNING.to_owned()],
+        Some(_) => Vec::new(),
+    }
+}
+
+/// The Lambda zips directory of the standalone commands, and why it was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactsDir {
+    pub path: PathBuf,
+    /// One line for standard error when the choice is not the explicit one; `None` otherwise.
+    pub note: Option<String>,
+}
+
+/// The CLI's `--artifacts-dir`: the flag (or OUTBOX_ARTIFACTS_DIR) when given; else the image's
+/// /artifacts when it exists; else `target/artifacts` of the nearest Cargo workspace at or above
+/// `cwd` (a developer's checkout, where `make lambdas` puts the zips).
+pub fn cli_artifacts_dir(flag: Option<&Path>, image_dir: &Path, cwd: &Path) -> ArtifactsDir {
+    if let Some(dir) = flag.filter(|d| !d.as_os_str().is_empty()) {
+        return ArtifactsDir {
+            path: dir.to_owned(),
+            note: None,
+        };
+    }
+    if image_dir.is_dir() {
+        return ArtifactsDir {
+            path: image_dir.to_owned(),
+            note: None,
+        };
+    }
+    match workspace_root(cwd) {
+        Some(root) => {
+            let path = root.join("target").join("artifacts");
+            let note = format!(
+                "using Lambda zips from {} ({} does not exist; --artifacts-dir / OUTBOX_ARTIFACTS_DIR chooses another)",
+                path.display(),
+                image_dir.display()
+            );
+            ArtifactsDir {
+                path,
+                note: Some(note),
+            }
+        }
+        None => ArtifactsDir {
+            path: image_dir.to_owned(),
+            note: Some(format!(
+                "{} does not exist and {} is not inside a Cargo workspace: set --artifacts-dir / \
+                 OUTBOX_ARTIFACTS_DIR to the directory `make lambdas` filled",
+                image_dir.display(),
+                cwd.display()
+            )),
+        },
+    }
+}
+
+/// The nearest directory at or above `start` whose Cargo.toml has a `[workspace]` table.
+fn workspace_root(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find_map(|dir| {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+        manifest
+            .lines()
+            .any(|l| l.trim() == "[workspace]")
+            .then(|| dir.to_owned())
+    })
 }
 
 fn non_empty(value: Option<&str>) -> Option<String> {
@@ -211,6 +299,13 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Lease holder identity and Event reporting instance.
     pub identity: String,
+}
+
+impl Config {
+    /// What `run` logs at WARN when it starts (see [`EngineArgs::warnings`]).
+    pub fn warnings(&self) -> Vec<String> {
+        startup_warnings(self.engine.permissions_boundary_arn.as_deref())
+    }
 }
 
 impl RunArgs {
@@ -392,6 +487,74 @@ mod tests {
         assert!(parse(&["--cluster-id", "c", "--resync-period", "soon"]).is_err());
         assert!(parse(&["--cluster-id", "c", "--log-format", "xml"]).is_err());
         assert!(parse(&["--cluster-id", "c", "--leader-election=maybe"]).is_err());
+    }
+
+    #[test]
+    fn run_warns_at_start_without_a_permissions_boundary() {
+        let config = |args: &[&str]| {
+            let args = parse(args).map_err(|e| e.to_string());
+            let Ok(args) = args else {
+                panic!("parse failed: {args:?}")
+            };
+            args.into_config().map_err(|e| e.to_string())
+        };
+        for unset in [
+            &["--cluster-id", "c"][..],
+            &["--cluster-id", "c", "--permissions-boundary-arn", ""],
+        ] {
+            let Ok(c) = config(unset) else {
+                panic!("invalid")
+            };
+            assert_eq!(c.warnings(), [NO_BOUNDARY_WARNING.to_owned()]);
+            assert!(NO_BOUNDARY_WARNING.contains("--permissions-boundary-arn"));
+        }
+        let boundary = "arn:aws:iam::123456789012:policy/boundary";
+        let Ok(c) = config(&["--cluster-id", "c", "--permissions-boundary-arn", boundary]) else {
+            panic!("invalid")
+        };
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn cli_artifacts_dir_prefers_flag_then_image_then_workspace_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::write(root.join("Cargo.toml"), "[workspace]\nmembers = [\"a\"]\n").expect("write");
+        let member = root.join("a");
+        std::fs::create_dir_all(member.join("src")).expect("mkdir");
+        // A member's own Cargo.toml is not the workspace root.
+        std::fs::write(member.join("Cargo.toml"), "[package]\nname = \"a\"\n").expect("write");
+        let missing_image = root.join("no-such-artifacts");
+
+        let chosen = cli_artifacts_dir(Some(Path::new("/zips")), &missing_image, &member);
+        assert_eq!(
+            chosen,
+            ArtifactsDir {
+                path: "/zips".into(),
+                note: None
+            }
+        );
+
+        let image = root.join("a");
+        let chosen = cli_artifacts_dir(None, &image, &member);
+        assert_eq!(
+            chosen,
+            ArtifactsDir {
+                path: image.clone(),
+                note: None
+            }
+        );
+
+        let chosen = cli_artifacts_dir(None, &missing_image, &member.join("src"));
+        assert_eq!(chosen.path, root.join("target").join("artifacts"));
+        assert!(chosen.note.is_some_and(|n| {
+            n.contains(&root.join("target").join("artifacts").display().to_string())
+        }));
+
+        let outside = tempfile::tempdir().expect("tempdir");
+        let chosen = cli_artifacts_dir(None, &missing_image, outside.path());
+        assert_eq!(chosen.path, missing_image);
+        assert!(chosen.note.is_some_and(|n| n.contains("--artifacts-dir")));
     }
 
     #[test]

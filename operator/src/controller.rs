@@ -678,6 +678,7 @@ fn init_tracing(format: LogFormat) {
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let config = args.into_config()?;
     init_tracing(config.log_format);
+    config.warnings().iter().for_each(|w| warn!("{w}"));
     let client = Client::try_default().await.context(
         "cannot configure a Kubernetes client: no in-cluster service account and no usable \
          kubeconfig (set KUBECONFIG or ~/.kube/config)",

@@ -58,19 +58,19 @@ pub const FINALIZER: &str = "outbox.dev/cleanup";
 )]
 #[x_kube(
     validation = Rule::new("!self.writer.enabled || (self.table.partitionKey.type == 'S' && !has(self.table.sortKey))")
-        .message("spec.writer.enabled: the bundled writer needs a string (S) partition key and no sort key in spec.table")
+        .message("the bundled writer needs a string (S) partition key and no sort key in spec.table")
         .field_path(".writer.enabled"),
     validation = Rule::new("self.relay.events.all(e, !(e.change == 'REMOVE' && e.payload == 'newImage'))")
-        .message("spec.relay.events: a REMOVE record has no new image; use payload oldImage (NEW_AND_OLD_IMAGES stream) or keys")
+        .message("a REMOVE record has no new image; use payload oldImage (NEW_AND_OLD_IMAGES stream) or keys")
         .field_path(".relay.events"),
     validation = Rule::new("self.relay.events.all(e, !(e.change == 'INSERT' && e.payload == 'oldImage'))")
-        .message("spec.relay.events: an INSERT record has no old image; use payload newImage or keys")
+        .message("an INSERT record has no old image; use payload newImage or keys")
         .field_path(".relay.events"),
     validation = Rule::new("self.table.streamViewType != 'NEW_IMAGE' || self.relay.events.all(e, e.payload != 'oldImage')")
-        .message("spec.relay.events: payload oldImage needs spec.table.streamViewType NEW_AND_OLD_IMAGES (a NEW_IMAGE stream carries no old image)")
+        .message("payload oldImage needs spec.table.streamViewType NEW_AND_OLD_IMAGES (a NEW_IMAGE stream carries no old image)")
         .field_path(".relay.events"),
     validation = Rule::new("self.table.streamViewType != 'KEYS_ONLY' || self.relay.events.all(e, e.payload == 'keys')")
-        .message("spec.relay.events: a KEYS_ONLY stream carries only keys; every payload must be keys")
+        .message("a KEYS_ONLY stream carries only keys; every payload must be keys")
         .field_path(".relay.events")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -100,7 +100,7 @@ pub struct OutboxPipelineSpec {
     #[schemars(length(max = 50))]
     #[x_kube(
         validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))")
-            .message("spec.consumers: consumer names must be unique")
+            .message("consumer names must be unique")
     )]
     pub consumers: Vec<ConsumerSpec>,
 
@@ -118,7 +118,7 @@ fn tags_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "additionalProperties": {"type": "string", "maxLength": 256},
         "x-kubernetes-validations": [{
             "rule": "self.all(k, size(k) <= 128 && !k.startsWith('aws:') && !k.startsWith('outbox.dev/'))",
-            "message": "spec.tags: keys are at most 128 characters and may not start with 'aws:' or 'outbox.dev/' (reserved)"
+            "message": "keys are at most 128 characters and may not start with 'aws:' or 'outbox.dev/' (reserved)"
         }]
     })
 }
@@ -127,13 +127,18 @@ fn tags_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     validation = Rule::new("has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)")
-        .message("spec.table.name is immutable: a pipeline cannot move to another table")
+        .message("field is immutable: a pipeline cannot move to another table")
         .field_path(".name"),
     validation = Rule::new("has(self.sortKey) == has(oldSelf.sortKey) && (!has(self.sortKey) || self.sortKey == oldSelf.sortKey)")
-        .message("spec.table.sortKey is immutable: a table's key schema cannot change")
+        .message("field is immutable: a table's key schema cannot change")
         .field_path(".sortKey"),
+    // On the table, not the field: a rule on an optional field does not run when the field is
+    // added or removed. An absent view type is the default NEW_IMAGE (what the engine uses).
+    validation = Rule::new("(has(self.streamViewType) ? self.streamViewType : 'NEW_IMAGE') == (has(oldSelf.streamViewType) ? oldSelf.streamViewType : 'NEW_IMAGE')")
+        .message("field is immutable: changing it replaces the stream and loses changes")
+        .field_path(".streamViewType"),
     validation = Rule::new("self.billingMode == 'PROVISIONED' ? has(self.provisionedThroughput) : !has(self.provisionedThroughput)")
-        .message("spec.table.provisionedThroughput is required with billingMode PROVISIONED and not allowed with PAY_PER_REQUEST")
+        .message("required with billingMode PROVISIONED and not allowed with PAY_PER_REQUEST")
         .field_path(".provisionedThroughput")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -148,7 +153,7 @@ pub struct TableSpec {
     pub name: Option<String>,
 
     /// The partition (hash) key attribute. Immutable.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.table.partitionKey is immutable: a table's key schema cannot change"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("field is immutable: a table's key schema cannot change"))]
     pub partition_key: KeyAttribute,
 
     /// Optional sort (range) key attribute. Immutable.
@@ -166,7 +171,6 @@ pub struct TableSpec {
     /// What the stream records carry: NEW_IMAGE (default), NEW_AND_OLD_IMAGES or KEYS_ONLY.
     /// Immutable: a new view type means a new stream, and changes written in between would be lost.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.table.streamViewType is immutable: changing it replaces the stream and loses changes"))]
     pub stream_view_type: StreamViewType,
 
     /// Continuous backups with point-in-time recovery (default true).
@@ -282,7 +286,7 @@ pub struct BusSpec {
         length(min = 1, max = 256),
         regex(pattern = r"^[A-Za-z0-9._-]{1,256}$")
     )]
-    #[x_kube(validation = Rule::new("self != 'default'").message("spec.bus.name: the account's default bus cannot be owned by a pipeline; choose another name"))]
+    #[x_kube(validation = Rule::new("self != 'default'").message("the account's default bus cannot be owned by a pipeline; choose another name"))]
     pub name: Option<String>,
 
     /// What happens to the bus when the pipeline is deleted: Delete (default) or Retain.
@@ -308,7 +312,7 @@ pub struct RelaySpec {
     #[schemars(length(min = 1, max = 3))]
     #[x_kube(
         validation = Rule::new("self.all(e, self.exists_one(f, f.change == e.change))")
-            .message("spec.relay.events: each change type (INSERT, MODIFY, REMOVE) may be mapped at most once")
+            .message("each change type (INSERT, MODIFY, REMOVE) may be mapped at most once")
     )]
     pub events: Vec<EventMappingSpec>,
 
@@ -414,7 +418,7 @@ pub struct EventMappingSpec {
         length(min = 1, max = 256),
         regex(pattern = r"^[A-Za-z0-9._/-]{1,256}$")
     )]
-    #[x_kube(validation = Rule::new("!self.startsWith('aws.')").message("spec.relay.events[].source may not start with 'aws.' (reserved for AWS services)"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('aws.')").message("may not start with 'aws.' (reserved for AWS services)"))]
     pub source: String,
     /// The event's detail-type (e.g. UserCreated).
     #[schemars(length(min = 1, max = 128))]
@@ -506,6 +510,10 @@ pub struct ConsumerSpec {
 fn event_pattern_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
+        // An empty pattern is refused by EventBridge; catch it at admission. CEL cannot look
+        // inside a preserve-unknown-fields object on the API server (its unknown fields are
+        // not declared to CEL), so the pattern's grammar is checked by the engine.
+        "minProperties": 1,
         "x-kubernetes-preserve-unknown-fields": true,
         "description": "The rule's event pattern, a JSON object in EventBridge pattern syntax, e.g. {\"source\": [\"myapp.users\"], \"detail-type\": [\"UserCreated\"]}."
     })
@@ -515,7 +523,7 @@ fn event_pattern_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[x_kube(
     validation = Rule::new("!(has(self.lambdaFunctionArn) && has(self.sqsQueueArn))")
-        .message("spec.consumers[].target: set at most one of lambdaFunctionArn and sqsQueueArn")
+        .message("set at most one of lambdaFunctionArn and sqsQueueArn")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsumerTarget {

@@ -4,6 +4,9 @@
 //! would reject, with the document and field named: the CRD's openAPIV3Schema (types, enums,
 //! ranges, patterns, required fields), unknown fields, and the CEL rules
 //! (`x-kubernetes-validations`, evaluated client-side by kube's CEL support).
+//!
+//! Input is read as YAML 1.2 core schema (only `true`/`false` are booleans: `type: N` stays "N"),
+//! at most [`MAX_INPUT_BYTES`] per input; [`reject_duplicates`] refuses a pipeline given twice.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -39,6 +42,22 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path}: larger than {} MiB; a manifest this size is not a set of pipelines (wrong file?)",
+        MAX_INPUT_BYTES / (1024 * 1024)
+    )]
+    TooLarge { path: String },
+    #[error("{path}: not UTF-8 text")]
+    NotUtf8 { path: String },
+    #[error(
+        "{key} is defined twice: {first} and {second}; each pipeline may appear once in the inputs"
+    )]
+    Duplicate {
+        /// `namespace/name`.
+        key: String,
+        first: String,
+        second: String,
+    },
     #[error("{origin}: invalid YAML: {message}")]
     Yaml { origin: String, message: String },
     #[error("{origin}: {}", format_errors(.errors))]
@@ -61,36 +80,82 @@ fn format_errors(errors: &[FieldError]) -> String {
     out
 }
 
+/// Largest input (one file, or standard input) read as manifests: 4 MiB. Pipelines are a few
+/// KiB each; the cap keeps a wrong path (`-f /dev/zero`, a log file) from exhausting memory.
+pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A checked pipeline and where it came from.
 #[derive(Debug, Clone)]
 pub struct Document {
-    /// `FILE document N`.
+    /// `FILE document N (namespace/name)`.
     pub origin: String,
     pub pipeline: OutboxPipeline,
 }
 
-/// Reads manifests from a path, or standard input when the path is `-`.
+/// Reads manifests from a path, or standard input when the path is `-`, at most
+/// [`MAX_INPUT_BYTES`] of it.
 pub fn read_path(path: &str) -> Result<Vec<Document>, ManifestError> {
-    let text = if path == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|source| ManifestError::Read {
-            path: "<stdin>".into(),
-            source,
-        })?
-    } else {
-        std::fs::read_to_string(Path::new(path)).map_err(|source| ManifestError::Read {
-            path: path.into(),
-            source,
-        })?
-    };
     let name = if path == "-" { "<stdin>" } else { path };
+    let text = if path == "-" {
+        read_capped(name, std::io::stdin().lock())?
+    } else {
+        let file = std::fs::File::open(Path::new(path)).map_err(|source| ManifestError::Read {
+            path: name.into(),
+            source,
+        })?;
+        read_capped(name, file)?
+    };
     parse_documents(name, &text)
+}
+
+/// Reads at most [`MAX_INPUT_BYTES`] (one byte more tells an oversize input apart).
+fn read_capped(name: &str, input: impl std::io::Read) -> Result<String, ManifestError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ManifestError::Read {
+            path: name.into(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(ManifestError::TooLarge { path: name.into() });
+    }
+    String::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8 { path: name.into() })
+}
+
+/// Refuses two documents naming the same pipeline (namespace/name): applying both would
+/// reconcile one pipeline twice, the second undoing the first.
+pub fn reject_duplicates(docs: &[Document]) -> Result<(), ManifestError> {
+    let mut seen: std::collections::HashMap<(&str, &str), &str> = Default::default();
+    for doc in docs {
+        let key = (
+            doc.pipeline.namespace_or_default(),
+            doc.pipeline.name_or_empty(),
+        );
+        if let Some(first) = seen.insert(key, &doc.origin) {
+            return Err(ManifestError::Duplicate {
+                key: format!("{}/{}", key.0, key.1),
+                first: first.to_owned(),
+                second: doc.origin.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// YAML 1.2 core schema, as the Kubernetes API's JSON is: only `true`/`false` are booleans, so
+/// `type: N` or a tag value `yes` stay the strings they look like (YAML 1.1 made them booleans).
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
 }
 
 /// Parses every YAML document in `text` and checks each one. Empty documents are skipped.
 /// The first document with problems fails the whole call, so nothing is half-applied.
 pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
-    let values: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| ManifestError::Yaml {
             origin: file.to_owned(),
             message: e.to_string(),
         })?;
@@ -296,12 +361,26 @@ fn schema_errors(value: &Value) -> Vec<FieldError> {
         .iter_errors(value)
         .map(|e| FieldError {
             field: pointer_to_path(e.instance_path().as_str()),
-            message: e.to_string(),
+            message: with_yaml11_hint(e.to_string(), e.instance()),
         })
         .collect();
     errors.sort_by(|a, b| a.field.cmp(&b.field));
     errors.dedup();
     errors
+}
+
+/// A YAML 1.1 boolean spelling where a boolean is expected is a string under YAML 1.2: say so.
+fn with_yaml11_hint(message: String, instance: &Value) -> String {
+    const YAML11_BOOLEANS: [&str; 6] = ["y", "yes", "on", "n", "no", "off"];
+    match instance.as_str() {
+        Some(s)
+            if message.contains("\"boolean\"")
+                && YAML11_BOOLEANS.contains(&s.to_ascii_lowercase().as_str()) =>
+        {
+            format!("{message} (manifests are YAML 1.2: only true and false are booleans)")
+        }
+        _ => message,
+    }
 }
 
 /// `/spec/consumers/0/name` → `spec.consumers[0].name`.

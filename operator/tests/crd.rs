@@ -413,9 +413,9 @@ fn changed_key_schema_is_rejected_on_update() {
     new["spec"]["table"]["partitionKey"]["name"] = json!("userId");
     let errors = update_errors(old, new);
     assert!(
-        errors
-            .iter()
-            .any(|e| e.message.contains("spec.table.partitionKey is immutable")),
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("spec.table.partitionKey: field is immutable")),
         "{errors:?}"
     );
 }
@@ -432,9 +432,9 @@ fn changed_stream_view_type_is_rejected_on_update() {
     new["spec"]["table"]["streamViewType"] = json!("NEW_IMAGE");
     let errors = update_errors(old, new);
     assert!(
-        errors
-            .iter()
-            .any(|e| e.message.contains("streamViewType is immutable")),
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("spec.table.streamViewType: field is immutable")),
         "{errors:?}"
     );
 }
@@ -447,9 +447,9 @@ fn changed_table_name_is_rejected_on_update() {
     new["spec"]["table"]["name"] = json!("users-b");
     let errors = update_errors(old, new);
     assert!(
-        errors
-            .iter()
-            .any(|e| e.message.contains("spec.table.name is immutable")),
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("spec.table.name: field is immutable")),
         "{errors:?}"
     );
 }
@@ -461,4 +461,248 @@ fn unchanged_update_and_mutable_changes_pass() {
     new["spec"]["relay"]["batchSize"] = json!(500);
     new["spec"]["consumers"][0]["eventPattern"] = json!({"source": ["other"]});
     assert!(update_errors(old, new).is_empty());
+}
+
+/// CEL update errors for raw objects, as the API server sees them: a field left out of the
+/// manifest is absent (typed values always serialize it), and schema defaults apply first.
+fn raw_update_errors(schema: &Value, old: &Value, new: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(schema, new, Some(old)) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.into_vec().iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn openapi() -> Value {
+    manifest::openapi_schema().clone()
+}
+
+/// The lifecycle pipeline with keys payloads, valid with every stream view type.
+fn keys_pipeline() -> Value {
+    let mut v = lifecycle_keys_only();
+    v["spec"]["table"]
+        .as_object_mut()
+        .expect("table")
+        .remove("streamViewType");
+    v
+}
+
+fn with_view_type(mut v: Value, view: &str) -> Value {
+    v["spec"]["table"]["streamViewType"] = json!(view);
+    v
+}
+
+fn refuses(errors: &[String], wanted: &str) -> bool {
+    errors.iter().any(|e| e.starts_with(wanted))
+}
+
+#[test]
+fn removing_or_adding_stream_view_type_is_refused_on_update() {
+    let schema = openapi();
+    let absent = keys_pipeline();
+    let immutable = "spec.table.streamViewType: field is immutable";
+    for view in ["NEW_AND_OLD_IMAGES", "KEYS_ONLY"] {
+        let present = with_view_type(absent.clone(), view);
+        let removed = raw_update_errors(&schema, &present, &absent);
+        assert!(refuses(&removed, immutable), "{view} removed: {removed:?}");
+        let added = raw_update_errors(&schema, &absent, &present);
+        assert!(refuses(&added, immutable), "{view} added: {added:?}");
+    }
+    // Writing out the default, or dropping it, keeps the same stream.
+    let explicit = with_view_type(absent.clone(), "NEW_IMAGE");
+    assert!(raw_update_errors(&schema, &absent, &explicit).is_empty());
+    assert!(raw_update_errors(&schema, &explicit, &absent).is_empty());
+}
+
+/// Without schema defaulting (an object stored before a default existed, or a validator that
+/// does not default) a rule on the optional field itself never sees the field disappear.
+#[test]
+fn stream_view_type_immutability_does_not_depend_on_schema_defaults() {
+    fn strip_defaults(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("default");
+                map.values_mut().for_each(strip_defaults);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip_defaults),
+            _ => {}
+        }
+    }
+    let mut schema = openapi();
+    strip_defaults(&mut schema);
+    let absent = keys_pipeline();
+    let present = with_view_type(absent.clone(), "KEYS_ONLY");
+    let errors = raw_update_errors(&schema, &present, &absent);
+    assert!(
+        refuses(&errors, "spec.table.streamViewType: field is immutable"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn removing_or_adding_table_name_or_sort_key_is_refused_on_update() {
+    let schema = openapi();
+    let mut base = keys_pipeline();
+    base["spec"]["writer"]["enabled"] = json!(false);
+    let mut named = base.clone();
+    named["spec"]["table"]["name"] = json!("users-a");
+    let mut sorted = base.clone();
+    sorted["spec"]["table"]["sortKey"] = json!({"name": "sk", "type": "S"});
+    for (with, field) in [(named, "spec.table.name"), (sorted, "spec.table.sortKey")] {
+        let wanted = format!("{field}: field is immutable");
+        let removed = raw_update_errors(&schema, &with, &base);
+        assert!(refuses(&removed, &wanted), "{field} removed: {removed:?}");
+        let added = raw_update_errors(&schema, &base, &with);
+        assert!(refuses(&added, &wanted), "{field} added: {added:?}");
+    }
+}
+
+#[test]
+fn cel_errors_name_the_field_once() {
+    let mut v = lifecycle();
+    v["spec"]["consumers"][1]["name"] = json!("user-deleted");
+    let errors = errors_of(v.clone());
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["spec.consumers: consumer names must be unique"]);
+    let err = manifest::check_value("pipeline.yaml document 1", v).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pipeline.yaml document 1: spec.consumers: consumer names must be unique"
+    );
+
+    let mut v = lifecycle();
+    v["spec"]["relay"]["events"][0]["source"] = json!("aws.users");
+    let shown: Vec<String> = errors_of(v).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        ["spec.relay.events[0].source: may not start with 'aws.' (reserved for AWS services)"]
+    );
+}
+
+#[test]
+fn no_cel_message_repeats_the_field_path_it_is_reported_under() {
+    // The API server and the CLI both print "<field path>: <message>"; a message starting
+    // with a path would name the field twice.
+    let mut problems = Vec::new();
+    walk("".into(), &schema(), &mut |path, node| {
+        for rule in node
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let message = rule["message"].as_str().unwrap_or("");
+            if message.is_empty() || message.starts_with("spec.") {
+                problems.push(format!("{path}: {message:?}"));
+            }
+        }
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn empty_or_non_object_event_pattern_is_rejected() {
+    for bad in [
+        json!({}),
+        json!("myapp.users"),
+        json!(5),
+        json!(["myapp.users"]),
+    ] {
+        let mut v = lifecycle();
+        v["spec"]["consumers"][0]["eventPattern"] = bad.clone();
+        let errors = assert_rejected(v, "spec.consumers[0].eventPattern");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.field == "spec.consumers[0].eventPattern"),
+            "{bad}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn crd_refuses_an_empty_event_pattern_at_admission() {
+    let pattern = &schema()["properties"]["spec"]["properties"]["consumers"]["items"]["properties"]
+        ["eventPattern"];
+    assert_eq!(pattern["minProperties"], json!(1), "{pattern}");
+    assert_eq!(pattern["type"], json!("object"), "{pattern}");
+}
+
+fn lifecycle_text() -> String {
+    repo_file("examples/user-lifecycle.yaml")
+}
+
+#[test]
+fn yaml_is_read_as_yaml_1_2_so_n_and_yes_stay_strings() {
+    let text = lifecycle_text()
+        .replace(
+            "  writer:\n    enabled: true",
+            "  writer:\n    enabled: false",
+        )
+        .replace("type: S", "type: N")
+        .replace(
+            "team: identity",
+            "team: y\n    a: yes\n    b: on\n    c: no\n    d: N\n    e: off",
+        );
+    let docs = manifest::parse_documents("yaml12.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let spec = &docs[0].pipeline.spec;
+    assert_eq!(
+        spec.table.partition_key.attribute_type,
+        outbox_operator::crd::KeyType::N
+    );
+    for (key, value) in [
+        ("team", "y"),
+        ("a", "yes"),
+        ("b", "on"),
+        ("c", "no"),
+        ("d", "N"),
+        ("e", "off"),
+    ] {
+        assert_eq!(spec.tags.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    // Booleans written as booleans still are.
+    assert!(spec.table.deletion_protection && spec.relay.bisect_batch_on_function_error);
+    assert!(!spec.writer.enabled);
+}
+
+#[test]
+fn yaml_1_1_boolean_where_a_boolean_is_expected_is_named_with_a_hint() {
+    for spelling in ["yes", "on", "y", "no"] {
+        let text = lifecycle_text().replace(
+            "  writer:\n    enabled: true",
+            &format!("  writer:\n    enabled: {spelling}"),
+        );
+        let err = manifest::parse_documents("bool.yaml", &text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("spec.writer.enabled"), "{spelling}: {msg}");
+        assert!(
+            msg.contains("only true and false are booleans"),
+            "{spelling}: {msg}"
+        );
+    }
+}
+
+fn minimal(name: &str) -> String {
+    lifecycle_text().replace("name: user-lifecycle\n", &format!("name: {name}\n"))
+}
+
+#[test]
+fn the_same_pipeline_twice_is_refused_naming_both_places() {
+    let text = format!(
+        "{}\n---\n{}\n---\n{}",
+        minimal("a"),
+        minimal("b"),
+        minimal("a")
+    );
+    let docs = manifest::parse_documents("two.yaml", &text).expect("each document is valid");
+    let err = manifest::reject_duplicates(&docs).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "default/a is defined twice: two.yaml document 1 (default/a) and two.yaml document 3 \
+         (default/a); each pipeline may appear once in the inputs"
+    );
+    // Same name in another namespace is another pipeline.
+    let other_ns = minimal("a").replace("namespace: default", "namespace: team-b");
+    let text = format!("{}\n---\n{other_ns}", minimal("a"));
+    let docs = manifest::parse_documents("ns.yaml", &text).expect("valid");
+    assert!(manifest::reject_duplicates(&docs).is_ok());
 }
