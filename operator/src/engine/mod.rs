@@ -7,12 +7,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -47,16 +50,13 @@ pub struct AwsClients {
 impl AwsClients {
     /// Clients from one shared SDK configuration (region, endpoint, credentials, retry).
     pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
-        Self::build(conf, None, None)
+        Self::build(conf, None, &Hooks::default())
     }
 
-    /// Clients for `region` (None: the configuration's), each with the call observer attached.
-    /// With a custom endpoint (an emulator) S3 uses path-style addressing.
-    fn build(
-        conf: &aws_config::SdkConfig,
-        region: Option<&str>,
-        observer: Option<&CallObserver>,
-    ) -> Self {
+    /// Clients for `region` (None: the configuration's), each with the hooks (call observer,
+    /// leadership fence) attached. With a custom endpoint (an emulator) S3 uses path-style
+    /// addressing.
+    fn build(conf: &aws_config::SdkConfig, region: Option<&str>, hooks: &Hooks) -> Self {
         let region = region.map(|r| aws_types::region::Region::new(r.to_owned()));
         macro_rules! client {
             ($krate:ident, $extra:expr) => {{
@@ -64,8 +64,11 @@ impl AwsClients {
                 if let Some(r) = &region {
                     b = b.region(r.clone());
                 }
-                if let Some(o) = observer {
+                if let Some(o) = &hooks.observer {
                     b = b.interceptor(ObserverInterceptor(o.clone()));
+                }
+                if let Some(f) = &hooks.fence {
+                    b = b.interceptor(FenceInterceptor(f.clone()));
                 }
                 #[allow(clippy::redundant_closure_call)]
                 let b = ($extra)(b);
@@ -88,17 +91,19 @@ impl AwsClients {
         }
     }
 
-    /// The same clients with the call observer attached (for clients built elsewhere, e.g. mocks).
-    fn with_observer(&self, observer: &CallObserver) -> Self {
+    /// The same clients with the hooks attached (for clients built elsewhere, e.g. mocks).
+    fn with_hooks(&self, hooks: &Hooks) -> Self {
         macro_rules! rebuild {
-            ($krate:ident, $c:expr) => {
-                $krate::Client::from_conf(
-                    $c.config()
-                        .to_builder()
-                        .interceptor(ObserverInterceptor(observer.clone()))
-                        .build(),
-                )
-            };
+            ($krate:ident, $c:expr) => {{
+                let mut b = $c.config().to_builder();
+                if let Some(o) = &hooks.observer {
+                    b = b.interceptor(ObserverInterceptor(o.clone()));
+                }
+                if let Some(f) = &hooks.fence {
+                    b = b.interceptor(FenceInterceptor(f.clone()));
+                }
+                $krate::Client::from_conf(b.build())
+            }};
         }
         AwsClients {
             dynamodb: rebuild!(aws_sdk_dynamodb, self.dynamodb),
@@ -169,6 +174,113 @@ impl Intercept for ObserverInterceptor {
     }
 }
 
+/// What the engine attaches to every AWS client it builds.
+#[derive(Clone, Default)]
+struct Hooks {
+    observer: Option<CallObserver>,
+    fence: Option<Fence>,
+}
+
+impl Hooks {
+    fn is_empty(&self) -> bool {
+        self.observer.is_none() && self.fence.is_none()
+    }
+}
+
+/// The leadership fence: while it is down, every mutating AWS call of an engine built with
+/// [`Engine::with_fence`] fails before it is sent, with [`NotLeading`]; reads still work.
+///
+/// The controller raises it while this replica holds the leader-election lease and lowers it
+/// the moment leadership is in doubt (renew deadline passed, lease manager error), so no code
+/// path can change AWS without leadership: the check sits in the SDK's interceptor chain, just
+/// before each attempt (retries included) is transmitted. Cheap to clone; clones share state.
+/// A new fence is down.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Arc<AtomicBool>);
+
+impl Fence {
+    /// A fence that is down: no mutating call passes until [`Fence::raise`].
+    pub fn new() -> Fence {
+        Fence::default()
+    }
+
+    /// Lets mutating calls through (this replica leads).
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops every mutating call from now on, including retries of calls in flight.
+    pub fn lower(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The error the fence's interceptor returns for a mutating call while the fence is down.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{service}:{operation} not sent: this replica is not the leader")]
+pub struct NotLeading {
+    pub service: String,
+    pub operation: String,
+}
+
+/// The [`EngineError::NotLeading`] for an SDK error caused by the fence, found in its source
+/// chain; `None` for any other error.
+pub(crate) fn not_leading_error(
+    err: &(dyn std::error::Error + 'static),
+    operation: &str,
+    resource: &str,
+) -> Option<EngineError> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<NotLeading>().is_some() {
+            return Some(EngineError::NotLeading {
+                operation: operation.to_owned(),
+                resource: resource.to_owned(),
+            });
+        }
+        next = e.source();
+    }
+    None
+}
+
+#[derive(Debug)]
+struct FenceInterceptor(Fence);
+
+impl Intercept for FenceInterceptor {
+    fn name(&self) -> &'static str {
+        "OutboxLeadershipFence"
+    }
+
+    // The last hook before the request goes on the wire, run for every attempt: a retry of a
+    // call that started while leading is stopped too.
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.is_up() {
+            return Ok(());
+        }
+        match cfg.load::<Metadata>() {
+            Some(meta) if !is_mutating(meta.name()) => Ok(()),
+            Some(meta) => Err(Box::new(NotLeading {
+                service: meta.service().to_owned(),
+                operation: meta.name().to_owned(),
+            })),
+            // Without the operation's name the call cannot be told apart: refuse it.
+            None => Err(Box::new(NotLeading {
+                service: "unknown".to_owned(),
+                operation: "unknown".to_owned(),
+            })),
+        }
+    }
+}
+
 /// The SDK configuration the CLI and the controller build their [`Engine`] from: the standard
 /// aws-config chain (environment, profile, SSO, web identity, instance metadata), BehaviorVersion
 /// latest, and the standard retry mode with exponential backoff, so throttling and 5xx are
@@ -210,7 +322,7 @@ enum ClientSource {
 pub struct Engine {
     source: ClientSource,
     config: EngineConfig,
-    observer: Option<CallObserver>,
+    hooks: Hooks,
     cache: Mutex<HashMap<Option<String>, AwsClients>>,
 }
 
@@ -221,7 +333,7 @@ impl Engine {
         Engine {
             source: ClientSource::Sdk(Box::new(sdk.clone())),
             config,
-            observer: None,
+            hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -232,14 +344,25 @@ impl Engine {
         Engine {
             source: ClientSource::Fixed(clients),
             config,
-            observer: None,
+            hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     /// Reports every AWS call to `observer` (see [`CallObserver`]).
     pub fn with_call_observer(mut self, observer: CallObserver) -> Engine {
-        self.observer = Some(observer);
+        self.hooks.observer = Some(observer);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+        self
+    }
+
+    /// Makes every mutating AWS call depend on `fence` (see [`Fence`]): while it is down such a
+    /// call fails with [`EngineError::NotLeading`] before it is sent. The controller's engine has
+    /// one under leader election; the CLI's has none.
+    pub fn with_fence(mut self, fence: Fence) -> Engine {
+        self.hooks.fence = Some(fence);
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
@@ -257,11 +380,9 @@ impl Engine {
             return c;
         }
         let clients = match &self.source {
-            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, self.observer.as_ref()),
-            ClientSource::Fixed(c) => match &self.observer {
-                Some(o) => c.with_observer(o),
-                None => c.clone(),
-            },
+            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, &self.hooks),
+            ClientSource::Fixed(c) if self.hooks.is_empty() => c.clone(),
+            ClientSource::Fixed(c) => c.with_hooks(&self.hooks),
         };
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(key, clients.clone());
@@ -481,6 +602,10 @@ pub enum EngineError {
     /// A local problem (reading an artifact, serializing a document).
     #[error("{context}: {message}")]
     Local { context: String, message: String },
+    /// A mutating call was stopped by the leadership fence: this replica is not (or no longer
+    /// sure to be) the leader. Transient; the new leader does the work.
+    #[error("{operation} on {resource} not sent: this replica is not the leader")]
+    NotLeading { operation: String, resource: String },
 }
 
 impl EngineError {
@@ -490,13 +615,14 @@ impl EngineError {
             EngineError::InvalidSpec { .. } | EngineError::Local { .. } => Reason::InvalidSpec,
             EngineError::Conflict { .. } => Reason::Conflict,
             EngineError::AccessDenied { .. } => Reason::AccessDenied,
-            EngineError::Aws { .. } => Reason::AwsError,
+            EngineError::Aws { .. } | EngineError::NotLeading { .. } => Reason::AwsError,
         }
     }
 
     pub fn class(&self) -> ErrorClass {
         match self {
             EngineError::Aws { class, .. } => *class,
+            EngineError::NotLeading { .. } => ErrorClass::Transient,
             _ => ErrorClass::Terminal,
         }
     }
