@@ -5,8 +5,8 @@
 //! Afterwards no AWS resource of the deleted pipeline exists and the changed setting does not
 //! flap back (the cut-off leader does not fight the new one).
 //!
-//! Needs OUTBOX_TEST_ENDPOINT (moto) and the Lambda artifacts (OUTBOX_ARTIFACTS_DIR) like the
-//! other wire tests; skipped outside CI without them. E2E_KEEP_LOGS=<dir> keeps both replicas' logs.
+//! Needs OUTBOX_TEST_ENDPOINT (moto) like the other wire tests; skipped outside CI without it.
+//! E2E_KEEP_LOGS=<dir> keeps both replicas' logs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -442,6 +442,9 @@ fn start_operator(dir: &std::path::Path, identity: &str, api_port: u16, aws: &st
             "--metrics-port",
             &metrics_port.to_string(),
         ])
+        // moto never runs the code: the small fixture zips do.
+        .arg("--artifacts-dir")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/artifacts"))
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info")
         .stdout(Stdio::from(out.try_clone().expect("log file")))
