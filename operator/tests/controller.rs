@@ -1140,6 +1140,20 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
+#[test]
+fn the_leader_gauge_says_whether_this_replica_leads() {
+    let metrics = Metrics::new();
+    assert_eq!(
+        metric(&metrics, "outbox_leader "),
+        Some(0.0),
+        "a standby from the start"
+    );
+    metrics.set_leader(true);
+    assert_eq!(metric(&metrics, "outbox_leader "), Some(1.0));
+    metrics.set_leader(false);
+    assert_eq!(metric(&metrics, "outbox_leader "), Some(0.0));
+}
+
 #[tokio::test]
 async fn the_metrics_endpoint_serves_the_named_metrics_and_the_probes() {
     let metrics = Arc::new(Metrics::new());

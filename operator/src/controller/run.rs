@@ -155,6 +155,7 @@ pub async fn run_with<R: Reconciler>(
     let result = match &config.leader_election {
         None => {
             readiness.set(true);
+            ctx.metrics.set_leader(true);
             run_controller(&client, &config, ctx, shutdown.clone()).await;
             Ok(())
         }
@@ -216,10 +217,13 @@ async fn lead_and_run<R: Reconciler>(
         timings = ?election.timings, "waiting for leadership");
     let (lead, mut leading) = tokio::sync::watch::channel(false);
     let election_task = tokio::spawn(elector.run(fence, lead));
+    let metrics = ctx.metrics.clone();
     let result = follow_leadership(&mut leading, shutdown, |stop| {
+        metrics.set_leader(true);
         run_controller(client, config, ctx.clone(), stop)
     })
     .await;
+    ctx.metrics.set_leader(false);
     // Dropping the receiver makes the election task lower the fence, release the lease and end.
     drop(leading);
     match tokio::time::timeout(Duration::from_secs(5), election_task).await {
