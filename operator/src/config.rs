@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
 
+use crate::controller::LeaseTimings;
 use crate::engine::EngineConfig;
 
 /// AWS and engine flags, shared by `run` and the standalone commands.
@@ -252,6 +253,21 @@ pub struct RunArgs {
     /// Identity of this replica as the Lease holder and Event reporter (default: the hostname).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+
+    /// How long the Lease is valid after its last renewal: a standby takes it over only after
+    /// seeing it unrenewed this long (humantime; more than --renew-deadline).
+    #[arg(long, env = "OUTBOX_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How long the leader keeps acting without a successful renew; then it stops all AWS
+    /// writes at once and exits to restart as a standby (humantime; less than --lease-duration,
+    /// more than --retry-period).
+    #[arg(long, env = "OUTBOX_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+
+    /// Time between two attempts to acquire or renew the Lease (humantime; at least 100ms).
+    #[arg(long, env = "OUTBOX_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
 }
 
 /// Problems with the flags, found before anything starts.
@@ -273,6 +289,18 @@ pub enum ConfigError {
     Concurrency,
     #[error("--lease-name / OUTBOX_LEASE_NAME {0:?}: must be a DNS subdomain name")]
     LeaseName(String),
+    #[error(
+        "--renew-deadline / OUTBOX_RENEW_DEADLINE ({renew:?}) must be less than --lease-duration / \
+         OUTBOX_LEASE_DURATION ({lease:?}), so a cut-off leader stops before its lease expires"
+    )]
+    RenewDeadline { renew: Duration, lease: Duration },
+    #[error(
+        "--retry-period / OUTBOX_RETRY_PERIOD ({retry:?}) must be at least 100ms and less than \
+         --renew-deadline / OUTBOX_RENEW_DEADLINE ({renew:?})"
+    )]
+    RetryPeriod { retry: Duration, renew: Duration },
+    #[error("--lease-duration / OUTBOX_LEASE_DURATION must be whole seconds, at least 1s: {0:?}")]
+    LeaseDuration(Duration),
 }
 
 /// Leader election settings.
@@ -281,6 +309,8 @@ pub struct LeaderElection {
     pub lease_name: String,
     /// `None`: the client's default namespace.
     pub lease_namespace: Option<String>,
+    /// Lease duration, renew deadline, retry period.
+    pub timings: LeaseTimings,
 }
 
 /// The validated configuration of `outbox-operator run`.
@@ -325,6 +355,11 @@ impl RunArgs {
             Some(LeaderElection {
                 lease_name: self.lease_name,
                 lease_namespace: non_empty(self.lease_namespace.as_deref()),
+                timings: lease_timings(
+                    self.lease_duration,
+                    self.renew_deadline,
+                    self.retry_period,
+                )?,
             })
         } else {
             None
@@ -343,6 +378,29 @@ impl RunArgs {
             identity,
         })
     }
+}
+
+/// Checks `retry < renew deadline < lease duration`: the leader must give up (and stop writing
+/// to AWS) before its lease can expire for the others.
+pub fn lease_timings(
+    lease: Duration,
+    renew: Duration,
+    retry: Duration,
+) -> Result<LeaseTimings, ConfigError> {
+    if lease < Duration::from_secs(1) || lease.subsec_nanos() != 0 {
+        return Err(ConfigError::LeaseDuration(lease));
+    }
+    if renew >= lease {
+        return Err(ConfigError::RenewDeadline { renew, lease });
+    }
+    if retry < Duration::from_millis(100) || retry >= renew {
+        return Err(ConfigError::RetryPeriod { retry, renew });
+    }
+    Ok(LeaseTimings {
+        lease_duration: lease,
+        renew_deadline: renew,
+        retry_period: retry,
+    })
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
@@ -403,8 +461,19 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.namespace, None);
         assert_eq!(
-            config.leader_election.map(|l| l.lease_name),
+            config
+                .leader_election
+                .as_ref()
+                .map(|l| l.lease_name.clone()),
             Some("outbox-operator".to_owned())
+        );
+        assert_eq!(
+            config.leader_election.map(|l| l.timings),
+            Some(LeaseTimings {
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            })
         );
         assert_eq!(config.engine.artifacts_dir, PathBuf::from("/artifacts"));
         assert!(!config.engine.allow_adoption);
@@ -480,6 +549,63 @@ mod tests {
                 Err(e) => assert!(e.to_string().contains(flag), "{e}"),
             }
         }
+    }
+
+    #[test]
+    fn lease_timings_must_let_the_leader_stop_before_its_lease_expires() {
+        let cases: [(&[&str], &str); 4] = [
+            (&["--renew-deadline", "15s"], "--renew-deadline"),
+            (&["--lease-duration", "8s"], "--renew-deadline"),
+            (&["--retry-period", "10s"], "--retry-period"),
+            (&["--retry-period", "10ms"], "--retry-period"),
+        ];
+        for (extra, flag) in cases {
+            let mut args = vec!["--cluster-id", "c"];
+            args.extend_from_slice(extra);
+            let Ok(args) = parse(&args) else {
+                panic!("parse failed: {extra:?}")
+            };
+            match args.into_config() {
+                Ok(_) => panic!("{extra:?}: accepted"),
+                Err(e) => assert!(e.to_string().contains(flag), "{e}"),
+            }
+        }
+        // Without leader election the timings do not matter.
+        let Ok(args) = parse(&[
+            "--cluster-id",
+            "c",
+            "--leader-election=false",
+            "--renew-deadline",
+            "1m",
+        ]) else {
+            panic!("parse failed")
+        };
+        assert!(args.into_config().is_ok());
+        let Ok(args) = parse(&[
+            "--cluster-id",
+            "c",
+            "--lease-duration",
+            "30s",
+            "--renew-deadline",
+            "20s",
+            "--retry-period",
+            "500ms",
+        ]) else {
+            panic!("parse failed")
+        };
+        let timings = args
+            .into_config()
+            .ok()
+            .and_then(|c| c.leader_election)
+            .map(|l| l.timings);
+        assert_eq!(
+            timings,
+            Some(LeaseTimings {
+                lease_duration: Duration::from_secs(30),
+                renew_deadline: Duration::from_secs(20),
+                retry_period: Duration::from_millis(500),
+            })
+        );
     }
 
     #[test]

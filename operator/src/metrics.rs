@@ -43,6 +43,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     aws_calls: Family<OperationLabel, Counter>,
     pipelines: Family<ReadyLabel, Gauge>,
+    leader: Gauge,
     /// Ready state per pipeline (`namespace/name`), from which the `outbox_pipelines` gauge is
     /// computed, so a pipeline is counted once however often it is reconciled.
     ready_by_pipeline: Mutex<HashMap<String, bool>>,
@@ -95,6 +96,12 @@ impl Metrics {
             "OutboxPipelines known to this controller, by their Ready condition",
             pipelines.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "outbox_leader",
+            "1 while this replica leads and may change AWS (always 1 without leader election)",
+            leader.clone(),
+        );
         // Both series exist from the start, so dashboards and alerts see 0 rather than nothing.
         pipelines
             .get_or_create(&ReadyLabel { ready: "true" })
@@ -109,6 +116,7 @@ impl Metrics {
             reconcile_duration,
             aws_calls,
             pipelines,
+            leader,
             ready_by_pipeline: Mutex::new(HashMap::new()),
         }
     }
@@ -117,6 +125,11 @@ impl Metrics {
     pub fn reconciled(&self, duration: Duration) {
         self.reconciles.inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Records whether this replica leads (`outbox_leader`).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Counts one failed reconciliation.

@@ -18,14 +18,15 @@ use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use outbox_operator::controller::{
-    self, BACKOFF_MAX, Context, Error, FIELD_MANAGER, Watched, error_policy, reconcile,
+    self, BACKOFF_BASE, BACKOFF_MAX, Context, Error, FIELD_MANAGER, Watched, error_policy,
+    reconcile,
 };
 use outbox_operator::crd::{
     ConditionType, FINALIZER, OutboxPipeline, OutboxPipelineStatus, PAUSED_ANNOTATION, Reason,
 };
 use outbox_operator::engine::{
-    Action as AwsAction, Component, DeleteOutcome, EngineError, ErrorClass, Outcome, Reconciler,
-    Verb,
+    Action as AwsAction, Component, DeleteOutcome, EngineError, ErrorClass, Fence, Outcome,
+    Reconciler, Verb,
 };
 use outbox_operator::metrics::{Metrics, Readiness};
 use serde_json::{Value, json};
@@ -207,6 +208,11 @@ impl Harness {
     /// A controller context whose client talks to a mock API server answering every pipeline
     /// request with `object` and every Event write with the Event itself.
     fn new(engine: FakeEngine, object: Value) -> Harness {
+        Harness::with_fence(engine, object, None)
+    }
+
+    /// As [`Harness::new`], the context acting only while `fence` is up.
+    fn with_fence(engine: FakeEngine, object: Value, fence: Option<Fence>) -> Harness {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let api_server = tokio::spawn(async move {
@@ -253,13 +259,11 @@ impl Harness {
             controller: FIELD_MANAGER.into(),
             instance: Some("test".into()),
         };
-        let ctx = Arc::new(Context::new(
-            client,
-            engine,
-            reporter,
-            metrics.clone(),
-            RESYNC,
-        ));
+        let mut ctx = Context::new(client, engine, reporter, metrics.clone(), RESYNC);
+        if let Some(fence) = fence {
+            ctx = ctx.with_fence(fence);
+        }
+        let ctx = Arc::new(ctx);
         Harness {
             ctx,
             engine: engine_calls,
@@ -276,8 +280,18 @@ impl Harness {
         error_policy(Arc::new(watched(object)), error, self.ctx.clone())
     }
 
-    /// Drops the client (closing the mock) and returns every request made.
+    /// Drops the client (closing the mock) and returns every request made except the pipeline
+    /// GET each apply pass makes before its AWS changes (see [`Harness::finish_all`]).
     async fn finish(self) -> Vec<Call> {
+        self.finish_all()
+            .await
+            .into_iter()
+            .filter(|c| !(c.method == Method::GET && c.path == PIPELINE_PATH))
+            .collect()
+    }
+
+    /// Drops the client (closing the mock) and returns every request made.
+    async fn finish_all(self) -> Vec<Call> {
         drop(self.ctx);
         self.api_server.await.expect("mock API server task")
     }
@@ -767,6 +781,98 @@ async fn kubernetes_api_failures_back_off() {
     h.finish().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Deletion safety and the leadership fence
+
+#[tokio::test]
+async fn an_apply_pass_for_a_pipeline_deleted_since_its_trigger_makes_no_aws_call() {
+    // The watch cache still has the pipeline; the API server says it is being deleted.
+    let cached = with_finalizer(pipeline_json());
+    let h = Harness::new(FakeEngine::unused(), deleting(cached.clone()));
+    let action = h.reconcile(&cached).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    let calls = h.finish_all().await;
+    assert_eq!(calls.len(), 1, "only the fresh read: {calls:#?}");
+    assert_eq!(calls[0].method, Method::GET);
+    assert_eq!(calls[0].path, PIPELINE_PATH);
+}
+
+#[tokio::test]
+async fn an_apply_pass_for_a_pipeline_replaced_by_a_new_object_of_the_same_name_stops() {
+    let cached = with_finalizer(pipeline_json());
+    let mut fresh = cached.clone();
+    fresh["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000002");
+    let h = Harness::new(FakeEngine::unused(), fresh);
+    let action = h.reconcile(&cached).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    let calls = h.finish_all().await;
+    assert!(calls.iter().all(|c| c.method == Method::GET), "{calls:#?}");
+}
+
+#[tokio::test]
+async fn with_the_fence_down_no_reconcile_starts() {
+    let object = with_finalizer(pipeline_json());
+    let h = Harness::with_fence(FakeEngine::unused(), object.clone(), Some(Fence::new()));
+    let result = h.reconcile(&object).await;
+    let Err(error) = result else {
+        panic!("a pass started while not leading: {result:?}")
+    };
+    assert!(
+        matches!(error, Error::Engine(EngineError::NotLeading { .. })),
+        "{error:?}"
+    );
+    assert_eq!(error.metric_reason(), "NotLeading");
+    assert_eq!(h.finish_all().await.len(), 0, "no API call either");
+}
+
+#[tokio::test]
+async fn a_pass_cut_short_by_the_fence_writes_no_status_and_no_event_and_is_not_invalid_spec() {
+    let object = with_finalizer(pipeline_json());
+    let fence = Fence::new();
+    fence.raise();
+    let lowered = fence.clone();
+    // The fence drops during the pass; the engine's next write is refused.
+    let engine = FakeEngine::new(
+        Box::new(move |p| {
+            lowered.lower();
+            let error = EngineError::NotLeading {
+                operation: "CreateTable".into(),
+                resource: "dynamodb table outbox-c1-default-users".into(),
+            };
+            let mut status = ready_status(p.metadata.generation);
+            status.set_condition(
+                ConditionType::Ready,
+                false,
+                error.reason(),
+                error.to_string(),
+                p.metadata.generation,
+                "2026-01-01T00:00:00Z",
+            );
+            Outcome {
+                status,
+                actions: vec![],
+                requeue_after: None,
+                error: Some(error),
+            }
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::with_fence(engine, object.clone(), Some(fence));
+    let error = h.reconcile(&object).await.expect_err("not leading");
+    assert!(error.to_string().contains("not the leader"), "{error}");
+    let policy = h.error_policy(&object, &error);
+    assert_eq!(
+        policy,
+        Action::requeue(BACKOFF_BASE),
+        "transient, not terminal"
+    );
+    let calls = h.finish().await;
+    assert!(
+        calls.is_empty(),
+        "a replica that is not leading wrote: {calls:#?}"
+    );
+}
+
 #[test]
 fn backoff_doubles_from_five_seconds_up_to_five_minutes() {
     let delays: Vec<u64> = (1..=10)
@@ -915,12 +1021,9 @@ async fn next_event(
 }
 
 #[tokio::test]
-async fn the_controller_runs_only_while_leading_and_stops_when_the_lease_is_lost() {
+async fn the_controller_runs_only_while_leading_and_a_lost_lease_ends_the_process_with_an_error() {
     let (lead, mut leading) = tokio::sync::watch::channel(false);
-    let (request_shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = controller::trigger(async {
-        let _ = shutdown_requested.await;
-    });
+    let shutdown = controller::trigger(std::future::pending());
     let (log, mut events) = tokio::sync::mpsc::unbounded_channel();
     let follower = tokio::spawn(async move {
         controller::follow_leadership(&mut leading, shutdown, recording_controller(log)).await
@@ -935,12 +1038,34 @@ async fn the_controller_runs_only_while_leading_and_stops_when_the_lease_is_lost
         Some("stopped"),
         "lease lost: stop reconciling"
     );
+    // No second term in the same process: `run` exits non-zero and the pod restarts as a
+    // standby (a regained lease is not followed).
+    let result = follower.await.expect("follower task");
+    assert!(
+        matches!(result, Err(controller::LeadershipEnded::Lost)),
+        "{result:?}"
+    );
     lead.send_replace(true);
     assert_eq!(
         next_event(&mut events).await,
-        Some("started"),
-        "lease regained"
+        None,
+        "no restart after a loss"
     );
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_leading_controller_and_ends_cleanly() {
+    let (lead, mut leading) = tokio::sync::watch::channel(false);
+    let (request_shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = controller::trigger(async {
+        let _ = shutdown_requested.await;
+    });
+    let (log, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(async move {
+        controller::follow_leadership(&mut leading, shutdown, recording_controller(log)).await
+    });
+    lead.send_replace(true);
+    assert_eq!(next_event(&mut events).await, Some("started"));
     let _ = request_shutdown.send(());
     assert_eq!(
         next_event(&mut events).await,
@@ -954,6 +1079,21 @@ async fn the_controller_runs_only_while_leading_and_stops_when_the_lease_is_lost
         None,
         "no restart after shutdown"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_that_does_not_stop_after_a_loss_is_abandoned_after_the_grace() {
+    let (lead, mut leading) = tokio::sync::watch::channel(true);
+    let shutdown = controller::trigger(std::future::pending());
+    let started = tokio::time::Instant::now();
+    let follower = tokio::spawn(async move {
+        controller::follow_leadership(&mut leading, shutdown, |_stop| std::future::pending()).await
+    });
+    tokio::task::yield_now().await;
+    lead.send_replace(false);
+    let result = follower.await.expect("follower task");
+    assert!(matches!(result, Err(controller::LeadershipEnded::Lost)));
+    assert!(started.elapsed() <= controller::LOSS_GRACE + Duration::from_millis(100));
 }
 
 #[tokio::test]
@@ -998,6 +1138,20 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+#[test]
+fn the_leader_gauge_says_whether_this_replica_leads() {
+    let metrics = Metrics::new();
+    assert_eq!(
+        metric(&metrics, "outbox_leader "),
+        Some(0.0),
+        "a standby from the start"
+    );
+    metrics.set_leader(true);
+    assert_eq!(metric(&metrics, "outbox_leader "), Some(1.0));
+    metrics.set_leader(false);
+    assert_eq!(metric(&metrics, "outbox_leader "), Some(0.0));
 }
 
 #[tokio::test]

@@ -298,6 +298,9 @@ def test_defaults_set_exactly_the_operator_env_the_binary_reads(rendered, chart)
         "OUTBOX_LOG_FORMAT": "json",
         "OUTBOX_LEADER_ELECTION": "true",
         "OUTBOX_LEASE_NAME": "outbox-operator",
+        "OUTBOX_LEASE_DURATION": "15s",
+        "OUTBOX_RENEW_DEADLINE": "10s",
+        "OUTBOX_RETRY_PERIOD": "2s",
         "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
         "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
     }

@@ -100,6 +100,9 @@ pub fn aws_error<E>(err: &SdkError<E, HttpResponse>, operation: &str, resource: 
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    if let Some(e) = super::not_leading_error(err, operation, resource) {
+        return e;
+    }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let (code, message) = match err {
         SdkError::ServiceError(_) => (

@@ -23,6 +23,7 @@ pub mod bucket;
 pub mod bus;
 pub mod context;
 pub mod errors;
+mod fence;
 pub mod function;
 pub mod iam;
 pub mod mapping;
@@ -33,6 +34,9 @@ pub mod rule;
 pub mod table;
 pub mod tags;
 pub mod target;
+
+pub use fence::{Fence, NotLeading};
+pub(crate) use fence::{FenceInterceptor, not_leading_error};
 
 /// The AWS clients the engine uses, built once from the standard aws-config chain and injected.
 #[derive(Clone, Debug)]
@@ -47,16 +51,13 @@ pub struct AwsClients {
 impl AwsClients {
     /// Clients from one shared SDK configuration (region, endpoint, credentials, retry).
     pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
-        Self::build(conf, None, None)
+        Self::build(conf, None, &Hooks::default())
     }
 
-    /// Clients for `region` (None: the configuration's), each with the call observer attached.
-    /// With a custom endpoint (an emulator) S3 uses path-style addressing.
-    fn build(
-        conf: &aws_config::SdkConfig,
-        region: Option<&str>,
-        observer: Option<&CallObserver>,
-    ) -> Self {
+    /// Clients for `region` (None: the configuration's), each with the hooks (call observer,
+    /// leadership fence) attached. With a custom endpoint (an emulator) S3 uses path-style
+    /// addressing.
+    fn build(conf: &aws_config::SdkConfig, region: Option<&str>, hooks: &Hooks) -> Self {
         let region = region.map(|r| aws_types::region::Region::new(r.to_owned()));
         macro_rules! client {
             ($krate:ident, $extra:expr) => {{
@@ -64,8 +65,11 @@ impl AwsClients {
                 if let Some(r) = &region {
                     b = b.region(r.clone());
                 }
-                if let Some(o) = observer {
+                if let Some(o) = &hooks.observer {
                     b = b.interceptor(ObserverInterceptor(o.clone()));
+                }
+                if let Some(f) = &hooks.fence {
+                    b = b.interceptor(FenceInterceptor(f.clone()));
                 }
                 #[allow(clippy::redundant_closure_call)]
                 let b = ($extra)(b);
@@ -88,17 +92,19 @@ impl AwsClients {
         }
     }
 
-    /// The same clients with the call observer attached (for clients built elsewhere, e.g. mocks).
-    fn with_observer(&self, observer: &CallObserver) -> Self {
+    /// The same clients with the hooks attached (for clients built elsewhere, e.g. mocks).
+    fn with_hooks(&self, hooks: &Hooks) -> Self {
         macro_rules! rebuild {
-            ($krate:ident, $c:expr) => {
-                $krate::Client::from_conf(
-                    $c.config()
-                        .to_builder()
-                        .interceptor(ObserverInterceptor(observer.clone()))
-                        .build(),
-                )
-            };
+            ($krate:ident, $c:expr) => {{
+                let mut b = $c.config().to_builder();
+                if let Some(o) = &hooks.observer {
+                    b = b.interceptor(ObserverInterceptor(o.clone()));
+                }
+                if let Some(f) = &hooks.fence {
+                    b = b.interceptor(FenceInterceptor(f.clone()));
+                }
+                $krate::Client::from_conf(b.build())
+            }};
         }
         AwsClients {
             dynamodb: rebuild!(aws_sdk_dynamodb, self.dynamodb),
@@ -169,6 +175,19 @@ impl Intercept for ObserverInterceptor {
     }
 }
 
+/// What the engine attaches to every AWS client it builds.
+#[derive(Clone, Default)]
+struct Hooks {
+    observer: Option<CallObserver>,
+    fence: Option<Fence>,
+}
+
+impl Hooks {
+    fn is_empty(&self) -> bool {
+        self.observer.is_none() && self.fence.is_none()
+    }
+}
+
 /// The SDK configuration the CLI and the controller build their [`Engine`] from: the standard
 /// aws-config chain (environment, profile, SSO, web identity, instance metadata), BehaviorVersion
 /// latest, and the standard retry mode with exponential backoff, so throttling and 5xx are
@@ -210,7 +229,7 @@ enum ClientSource {
 pub struct Engine {
     source: ClientSource,
     config: EngineConfig,
-    observer: Option<CallObserver>,
+    hooks: Hooks,
     cache: Mutex<HashMap<Option<String>, AwsClients>>,
 }
 
@@ -221,7 +240,7 @@ impl Engine {
         Engine {
             source: ClientSource::Sdk(Box::new(sdk.clone())),
             config,
-            observer: None,
+            hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -232,14 +251,25 @@ impl Engine {
         Engine {
             source: ClientSource::Fixed(clients),
             config,
-            observer: None,
+            hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     /// Reports every AWS call to `observer` (see [`CallObserver`]).
     pub fn with_call_observer(mut self, observer: CallObserver) -> Engine {
-        self.observer = Some(observer);
+        self.hooks.observer = Some(observer);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+        self
+    }
+
+    /// Makes every mutating AWS call depend on `fence` (see [`Fence`]): while it is down such a
+    /// call fails with [`EngineError::NotLeading`] before it is sent. The controller's engine has
+    /// one under leader election; the CLI's has none.
+    pub fn with_fence(mut self, fence: Fence) -> Engine {
+        self.hooks.fence = Some(fence);
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
@@ -257,11 +287,9 @@ impl Engine {
             return c;
         }
         let clients = match &self.source {
-            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, self.observer.as_ref()),
-            ClientSource::Fixed(c) => match &self.observer {
-                Some(o) => c.with_observer(o),
-                None => c.clone(),
-            },
+            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, &self.hooks),
+            ClientSource::Fixed(c) if self.hooks.is_empty() => c.clone(),
+            ClientSource::Fixed(c) => c.with_hooks(&self.hooks),
         };
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(key, clients.clone());
@@ -481,6 +509,10 @@ pub enum EngineError {
     /// A local problem (reading an artifact, serializing a document).
     #[error("{context}: {message}")]
     Local { context: String, message: String },
+    /// A mutating call was stopped by the leadership fence: this replica is not (or no longer
+    /// sure to be) the leader. Transient; the new leader does the work.
+    #[error("{operation} on {resource} not sent: this replica is not the leader")]
+    NotLeading { operation: String, resource: String },
 }
 
 impl EngineError {
@@ -490,13 +522,14 @@ impl EngineError {
             EngineError::InvalidSpec { .. } | EngineError::Local { .. } => Reason::InvalidSpec,
             EngineError::Conflict { .. } => Reason::Conflict,
             EngineError::AccessDenied { .. } => Reason::AccessDenied,
-            EngineError::Aws { .. } => Reason::AwsError,
+            EngineError::Aws { .. } | EngineError::NotLeading { .. } => Reason::AwsError,
         }
     }
 
     pub fn class(&self) -> ErrorClass {
         match self {
             EngineError::Aws { class, .. } => *class,
+            EngineError::NotLeading { .. } => ErrorClass::Transient,
             _ => ErrorClass::Terminal,
         }
     }

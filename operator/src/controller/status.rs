@@ -1,0 +1,174 @@
+//! Status and Events: what the controller tells users about a pipeline. The whole status is
+//! written by one server-side apply on the status subresource with one field manager
+//! ([`FIELD_MANAGER`]); condition transition times are kept when a condition's status does not
+//! change, so a converged pipeline's status write is a no-op. Events are best effort (a failure is
+//! logged; the status stays the source of truth), one per AWS change with the resource as the
+//! Event's action, and a Warning per error.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::warn;
+
+use super::{ACTION_LIMIT, Context, Error, FIELD_MANAGER, NOTE_LIMIT, now};
+use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus, Reason};
+use crate::engine::{self, EngineError, Verb};
+
+pub(super) async fn set_deleting(
+    api: &Api<OutboxPipeline>,
+    p: &OutboxPipeline,
+    reason: Reason,
+    message: String,
+) -> Result<(), Error> {
+    let mut status = p.status.clone().unwrap_or_default();
+    status.set_condition(
+        ConditionType::Ready,
+        false,
+        reason,
+        message,
+        p.metadata.generation,
+        &now(),
+    );
+    patch_status(api, &p.name_any(), &status).await
+}
+
+/// Keeps each condition's lastTransitionTime from the previous status when its status did not
+/// change. Besides being what the field means, it makes the status of a converged pipeline
+/// identical from pass to pass, so the server-side apply is a no-op that does not wake the watch
+/// (the controller would otherwise trigger itself with every status write).
+pub(super) fn keep_transition_times(
+    status: &mut OutboxPipelineStatus,
+    previous: Option<&OutboxPipelineStatus>,
+) {
+    let Some(previous) = previous else { return };
+    for condition in &mut status.conditions {
+        if let Some(old) = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition.type_ && c.status == condition.status)
+        {
+            condition
+                .last_transition_time
+                .clone_from(&old.last_transition_time);
+        }
+    }
+}
+
+pub(super) fn verb_reason(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Create => "Created",
+        Verb::Update => "Updated",
+        Verb::Delete => "Deleted",
+        Verb::Adopt => "Adopted",
+        Verb::Retain => "Retained",
+    }
+}
+
+/// Writes the whole status by server-side apply with [`FIELD_MANAGER`] (forced: this controller
+/// is the status's only writer).
+///
+/// Generic over the response type: a malformed object's status is written through
+/// `Api<Watched>`, whose response (the malformed object again) still deserializes.
+pub(super) async fn patch_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &OutboxPipelineStatus,
+) -> Result<(), Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = Patch::Apply(json!({
+        "apiVersion": OutboxPipeline::api_version(&()),
+        "kind": OutboxPipeline::kind(&()),
+        "status": status,
+    }));
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// A Normal Event for one AWS change. The Event's action names the resource: the Recorder folds
+/// Events with the same reason and action into one series (keeping the first note), so a distinct
+/// action keeps "created table X" and "created role Y" apart.
+pub(super) async fn publish_action<R>(
+    ctx: &Context<R>,
+    p: &OutboxPipeline,
+    reason: &str,
+    action: &engine::Action,
+) {
+    let resource = truncate(action.resource.clone(), ACTION_LIMIT);
+    publish(
+        ctx,
+        p,
+        EventType::Normal,
+        reason,
+        &resource,
+        action.to_string(),
+    )
+    .await;
+}
+
+pub(super) async fn publish_error<R>(
+    ctx: &Context<R>,
+    p: &OutboxPipeline,
+    action: &str,
+    error: &EngineError,
+) {
+    publish(
+        ctx,
+        p,
+        EventType::Warning,
+        error.reason().as_str(),
+        action,
+        error.to_string(),
+    )
+    .await;
+}
+
+/// Publishes an Event about the pipeline. Events are best effort: a failure is logged, and the
+/// status (already written) stays the source of truth.
+pub(super) async fn publish<R>(
+    ctx: &Context<R>,
+    p: &OutboxPipeline,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    publish_ref(ctx, &p.object_ref(&()), type_, reason, action, note).await;
+}
+
+pub(super) async fn publish_ref<R>(
+    ctx: &Context<R>,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(note, NOTE_LIMIT)),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        warn!(error = %e, reason, "cannot publish Event");
+    }
+}
+
+pub(super) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}

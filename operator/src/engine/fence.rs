@@ -1,0 +1,110 @@
+//! The leadership fence in the AWS clients' interceptor chain: while it is down, every mutating
+//! call fails before it is sent (see [`Fence`]). The controller raises it only while its replica
+//! holds the leader-election lease; the CLI's engine has none.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+use super::{EngineError, is_mutating};
+
+/// The leadership fence: while it is down, every mutating AWS call of an engine built with
+/// [`Engine::with_fence`](super::Engine::with_fence) fails before it is sent, with
+/// [`NotLeading`]; reads still work.
+///
+/// The controller raises it while this replica holds the leader-election lease and lowers it
+/// the moment leadership is in doubt (renew deadline passed, lease manager error), so no code
+/// path can change AWS without leadership: the check sits in the SDK's interceptor chain, just
+/// before each attempt (retries included) is transmitted. Cheap to clone; clones share state.
+/// A new fence is down.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Arc<AtomicBool>);
+
+impl Fence {
+    /// A fence that is down: no mutating call passes until [`Fence::raise`].
+    pub fn new() -> Fence {
+        Fence::default()
+    }
+
+    /// Lets mutating calls through (this replica leads).
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops every mutating call from now on, including retries of calls in flight.
+    pub fn lower(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The error the fence's interceptor returns for a mutating call while the fence is down.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{service}:{operation} not sent: this replica is not the leader")]
+pub struct NotLeading {
+    pub service: String,
+    pub operation: String,
+}
+
+/// The [`EngineError::NotLeading`] for an SDK error caused by the fence, found in its source
+/// chain; `None` for any other error.
+pub(crate) fn not_leading_error(
+    err: &(dyn std::error::Error + 'static),
+    operation: &str,
+    resource: &str,
+) -> Option<EngineError> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<NotLeading>().is_some() {
+            return Some(EngineError::NotLeading {
+                operation: operation.to_owned(),
+                resource: resource.to_owned(),
+            });
+        }
+        next = e.source();
+    }
+    None
+}
+
+#[derive(Debug)]
+pub(crate) struct FenceInterceptor(pub(crate) Fence);
+
+impl Intercept for FenceInterceptor {
+    fn name(&self) -> &'static str {
+        "OutboxLeadershipFence"
+    }
+
+    // The last hook before the request goes on the wire, run for every attempt: a retry of a
+    // call that started while leading is stopped too.
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.is_up() {
+            return Ok(());
+        }
+        match cfg.load::<Metadata>() {
+            Some(meta) if !is_mutating(meta.name()) => Ok(()),
+            Some(meta) => Err(Box::new(NotLeading {
+                service: meta.service().to_owned(),
+                operation: meta.name().to_owned(),
+            })),
+            // Without the operation's name the call cannot be told apart: refuse it.
+            None => Err(Box::new(NotLeading {
+                service: "unknown".to_owned(),
+                operation: "unknown".to_owned(),
+            })),
+        }
+    }
+}
