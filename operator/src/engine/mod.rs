@@ -27,6 +27,7 @@ pub mod function;
 pub mod iam;
 pub mod mapping;
 pub mod names;
+pub mod pattern;
 pub mod permission;
 mod pipeline;
 pub mod rule;
