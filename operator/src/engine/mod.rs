@@ -30,6 +30,7 @@ pub mod names;
 pub mod pattern;
 pub mod permission;
 mod pipeline;
+pub mod preflight;
 pub mod rule;
 pub mod table;
 pub mod tags;
