@@ -191,7 +191,7 @@ fn artifacts(ctx: &Ctx<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The pipeline's account: from its table when it exists, else from the region's default bus.
+/// The pipeline's account, from the ARN of the region's default bus (or the context, once known).
 async fn account(ctx: &Ctx<'_>) -> Result<Option<String>, EngineError> {
     if ctx.env.is_known() {
         return Ok(Some(ctx.env.account.clone()));
