@@ -1129,6 +1129,8 @@ async fn user_function_and_sqs_targets_and_removed_consumers_are_cleaned_up() {
         .lambda
         .create_function()
         .function_name(format!("user-fn-{id}"))
+        // The opt-in a user's function needs before a pipeline adds an invoke permission to it.
+        .tags("outbox.dev/allow-pipelines", "all")
         .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
         .handler("bootstrap")
         .role(role.role().unwrap().arn())

@@ -104,7 +104,11 @@ pub async fn run(
             ..Default::default()
         };
         let mut states = States::default();
-        let result = steps(&mut ctx, &mut status, &mut states).await;
+        // Pre-flight: what can fail without side effects fails before anything is created.
+        let result = match super::preflight::check(&ctx).await {
+            Ok(()) => steps(&mut ctx, &mut status, &mut states).await,
+            Err(e) => Err(e),
+        };
         let error = match result {
             Ok(()) => None,
             Err((c, e)) => {

@@ -1,0 +1,589 @@
+//! Pre-flight: every check that can fail without side effects, run before the first resource
+//! step, so an invalid pipeline fails with zero mutating calls (and `plan` reports the same
+//! error). Pure checks first (event patterns, name and tag limits, ARN region/account, artifact
+//! zips), then reads: the account, user functions (existence and the opt-in tag), the bus
+//! (ours or absent) and the permissions boundary policy.
+
+use std::collections::BTreeMap;
+
+use crate::crd::ConsumerSpec;
+
+use super::context::{AwsEnv, Ctx};
+use super::errors::{AwsResultExt, aws_error, is_not_found};
+use super::names::{BUCKET_MAX, FUNCTION_MAX, ROLE_MAX, RULE_MAX, TABLE_MAX};
+use super::tags::{CLUSTER_ID, Ownership, PIPELINE};
+use super::{Component, EngineError, bus, function, pattern};
+
+/// The tag a user's Lambda function needs before a pipeline may add an invoke permission to it:
+/// `all`, or a space-separated list of `namespace/name` pipeline keys.
+pub const ALLOW_PIPELINES_TAG: &str = "outbox.dev/allow-pipelines";
+/// The [`ALLOW_PIPELINES_TAG`] value that allows every pipeline (`*` is not a valid AWS tag
+/// character, so it is accepted only where a tag could hold it).
+pub const ALLOW_ALL: &str = "all";
+
+const TAG_KEY_MAX: usize = 128;
+const TAG_VALUE_MAX: usize = 256;
+const STATEMENT_ID_MAX: usize = 100;
+
+type Failure = (Component, EngineError);
+
+fn invalid(c: Component, message: String) -> Failure {
+    (c, EngineError::InvalidSpec { message })
+}
+
+/// Runs every pre-flight check; the first failure names its component and field.
+pub async fn check(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    patterns(ctx)?;
+    names(ctx)?;
+    tags(ctx)?;
+    artifacts(ctx)?;
+    let account = account(ctx).await.map_err(|e| (Component::Table, e))?;
+    arns(ctx, &ctx.env.region, account.as_deref())?;
+    user_functions(ctx).await?;
+    bus_is_ours(ctx).await?;
+    boundary(ctx).await
+}
+
+fn patterns(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    for (i, c) in ctx.spec.consumers.iter().enumerate() {
+        pattern::validate(
+            &format!("spec.consumers[{i}].eventPattern"),
+            &c.event_pattern,
+        )
+        .map_err(|m| invalid(Component::Consumers, m))?;
+    }
+    Ok(())
+}
+
+fn within(c: Component, what: &str, name: &str, max: usize, cause: &str) -> Result<(), Failure> {
+    if name.chars().count() > max {
+        return Err(invalid(
+            c,
+            format!(
+                "{what} {name:?} is {} characters, AWS allows {max} ({cause})",
+                name.chars().count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every derived name within AWS's limits and character sets.
+fn names(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    use Component::{Bus, Consumers, Relay, Table};
+    let n = &ctx.names;
+    let table = &n.table;
+    let table_chars = table
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if table.len() < 3 || table.len() > TABLE_MAX || !table_chars {
+        return Err(invalid(
+            Table,
+            format!(
+                "spec.table.name {table:?} must be 3 to {TABLE_MAX} characters of [A-Za-z0-9_.-]"
+            ),
+        ));
+    }
+    let bus_chars = n
+        .bus
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if n.bus.is_empty() || n.bus.len() > super::names::BUS_MAX || !bus_chars || n.bus == "default" {
+        return Err(invalid(
+            Bus,
+            format!(
+                "spec.bus.name {:?} must be 1 to {} characters of [A-Za-z0-9_.-] and not \"default\"",
+                n.bus,
+                super::names::BUS_MAX
+            ),
+        ));
+    }
+    let cause = "derived from the pipeline's namespace and name";
+    for f in [&n.relay_function, &n.writer_function] {
+        within(Relay, "function name", f, FUNCTION_MAX, cause)?;
+        within(Relay, "role name", &n.role(f), ROLE_MAX, cause)?;
+    }
+    let bucket = n.bucket(&ctx.env.account, &ctx.env.region);
+    within(Relay, "failure bucket name", &bucket, BUCKET_MAX, cause)?;
+    for (i, c) in ctx.spec.consumers.iter().enumerate() {
+        let cause = format!("spec.consumers[{i}].name {:?} is too long", c.name);
+        within(Consumers, "rule name", &n.rule(&c.name), RULE_MAX, &cause)?;
+        let f = n.consumer_function(&c.name);
+        within(Consumers, "function name", &f, FUNCTION_MAX, &cause)?;
+        if !f.ends_with(&c.name) {
+            return Err(invalid(
+                Consumers,
+                format!(
+                    "spec.consumers[{i}].name {:?} is too long for a function name",
+                    c.name
+                ),
+            ));
+        }
+        let sid = n.statement_id(&c.name);
+        within(
+            Consumers,
+            "permission statement id",
+            &sid,
+            STATEMENT_ID_MAX,
+            &cause,
+        )?;
+    }
+    Ok(())
+}
+
+/// Every tag (the spec's and the ownership tags, which hold the cluster id and the pipeline key)
+/// within AWS's tag limits.
+fn tags(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    for (k, v) in &ctx.tags {
+        let cause = match k.as_str() {
+            CLUSTER_ID => "the operator's --cluster-id".to_owned(),
+            PIPELINE => "the pipeline's namespace/name".to_owned(),
+            _ => format!("spec.tags.{k}"),
+        };
+        if k.is_empty() || k.chars().count() > TAG_KEY_MAX || k.starts_with("aws:") {
+            return Err(invalid(
+                Component::Table,
+                format!(
+                    "tag key {k:?} ({cause}) must be 1 to {TAG_KEY_MAX} characters and not start with \"aws:\""
+                ),
+            ));
+        }
+        if v.chars().count() > TAG_VALUE_MAX {
+            return Err(invalid(
+                Component::Table,
+                format!(
+                    "tag {k} is {} characters ({cause}); AWS allows at most {TAG_VALUE_MAX}",
+                    v.chars().count()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bundled(c: &ConsumerSpec) -> bool {
+    c.target.lambda_function_arn.is_none() && c.target.sqs_queue_arn.is_none()
+}
+
+/// The zip of every function the pipeline deploys exists for the spec's architecture.
+fn artifacts(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    let arch = ctx.spec.relay.architecture;
+    let mut wanted = vec![(Component::Relay, "relay")];
+    if ctx.spec.writer.enabled {
+        wanted.push((Component::Relay, "writer"));
+    }
+    if ctx.spec.consumers.iter().any(bundled) {
+        wanted.push((Component::Consumers, "consumer"));
+    }
+    for (c, artifact) in wanted {
+        let path = function::artifact_path(&ctx.config.artifacts_dir, arch, artifact);
+        if !path.is_file() {
+            return Err(invalid(
+                c,
+                format!(
+                    "lambda artifact {} for architecture {} (spec.relay.architecture) is missing; build it with `make lambdas` or point --artifacts-dir at it",
+                    path.display(),
+                    arch.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pipeline's account, from the ARN of the region's default bus (or the context, once known).
+async fn account(ctx: &Ctx<'_>) -> Result<Option<String>, EngineError> {
+    if ctx.env.is_known() {
+        return Ok(Some(ctx.env.account.clone()));
+    }
+    let out = ctx
+        .clients
+        .eventbridge
+        .describe_event_bus()
+        .send()
+        .await
+        .aws("DescribeEventBus", "eventbridge bus default")?;
+    Ok(out
+        .arn()
+        .and_then(AwsEnv::from_arn)
+        .map(|e| e.account)
+        .filter(|a| !a.is_empty()))
+}
+
+/// One ARN the spec names: its field, the services it may belong to, and whether it must be in
+/// the pipeline's account.
+struct SpecArn<'s> {
+    field: String,
+    arn: &'s str,
+    services: &'static [&'static str],
+    same_account: bool,
+    component: Component,
+}
+
+fn spec_arns<'s>(ctx: &Ctx<'s>) -> Vec<SpecArn<'s>> {
+    let mut out = Vec::new();
+    if let Some(arn) = &ctx.spec.relay.on_failure_destination_arn {
+        out.push(SpecArn {
+            field: "spec.relay.onFailureDestinationArn".into(),
+            arn,
+            services: &["sqs", "sns", "s3"],
+            same_account: true,
+            component: Component::Relay,
+        });
+    }
+    for (i, c) in ctx.spec.consumers.iter().enumerate() {
+        let field = |f: &str| format!("spec.consumers[{i}].{f}");
+        let consumers = Component::Consumers;
+        if let Some(arn) = &c.target.lambda_function_arn {
+            out.push(SpecArn {
+                field: field("target.lambdaFunctionArn"),
+                arn,
+                services: &["lambda"],
+                same_account: false,
+                component: consumers,
+            });
+        }
+        if let Some(arn) = &c.target.sqs_queue_arn {
+            out.push(SpecArn {
+                field: field("target.sqsQueueArn"),
+                arn,
+                services: &["sqs"],
+                same_account: false,
+                component: consumers,
+            });
+        }
+        if let Some(arn) = &c.dead_letter_arn {
+            out.push(SpecArn {
+                field: field("deadLetterArn"),
+                arn,
+                services: &["sqs"],
+                same_account: true,
+                component: consumers,
+            });
+        }
+    }
+    out
+}
+
+/// Pure: every ARN of the spec is of the right service, in the pipeline's region (S3 ARNs carry
+/// none) and, for destinations and dead-letter queues, in the pipeline's account (when known).
+fn arns(ctx: &Ctx<'_>, region: &str, account: Option<&str>) -> Result<(), Failure> {
+    for a in spec_arns(ctx) {
+        let parts: Vec<&str> = a.arn.splitn(6, ':').collect();
+        let (service, arn_region, arn_account) = match parts.as_slice() {
+            ["arn", _, service, region, account, rest] if !rest.is_empty() => {
+                (*service, *region, *account)
+            }
+            _ => {
+                return Err(invalid(
+                    a.component,
+                    format!("{} {:?} is not an ARN", a.field, a.arn),
+                ));
+            }
+        };
+        if !a.services.contains(&service) {
+            return Err(invalid(
+                a.component,
+                format!(
+                    "{} {} is a {service} ARN; expected {}",
+                    a.field,
+                    a.arn,
+                    a.services.join(" or ")
+                ),
+            ));
+        }
+        if service != "s3" && region != "<region>" && arn_region != region {
+            return Err(invalid(
+                a.component,
+                format!(
+                    "{} {} is in region {arn_region}; the pipeline is in {region} and EventBridge and Lambda reach only their own region",
+                    a.field, a.arn
+                ),
+            ));
+        }
+        if let Some(account) = account
+            && a.same_account
+            && service != "s3"
+            && arn_account != account
+        {
+            return Err(invalid(
+                a.component,
+                format!(
+                    "{} {} is in account {arn_account}; it must be in the pipeline's account {account}",
+                    a.field, a.arn
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `arn:...:function:name` without a version or alias qualifier.
+fn unqualified(arn: &str) -> String {
+    arn.split(':').take(7).collect::<Vec<_>>().join(":")
+}
+
+/// True when `value` (of [`ALLOW_PIPELINES_TAG`]) allows the pipeline `key`.
+pub fn allows(value: &str, key: &str) -> bool {
+    value
+        .split_whitespace()
+        .any(|v| v == ALLOW_ALL || v == "*" || v == key)
+}
+
+/// A user's function exists and, unless this pipeline owns it, carries the opt-in tag.
+async fn user_functions(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    let fail = |e| (Component::Consumers, e);
+    for (i, c) in ctx.spec.consumers.iter().enumerate() {
+        let Some(arn) = &c.target.lambda_function_arn else {
+            continue;
+        };
+        let field = format!("spec.consumers[{i}].target.lambdaFunctionArn");
+        let resource = format!("lambda function {arn}");
+        match ctx
+            .clients
+            .lambda
+            .get_function()
+            .function_name(arn)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                return Err(invalid(
+                    Component::Consumers,
+                    format!("{field} {arn} does not exist"),
+                ));
+            }
+            Err(e) => return Err(fail(aws_error(&e, "GetFunction", &resource))),
+        }
+        let tags: BTreeMap<String, String> = ctx
+            .clients
+            .lambda
+            .list_tags()
+            .resource(unqualified(arn))
+            .send()
+            .await
+            .aws("ListTags", &resource)
+            .map_err(fail)?
+            .tags()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if ctx.owner.classify(&tags) == Ownership::Ours {
+            continue;
+        }
+        let key = &ctx.owner.pipeline;
+        if !tags
+            .get(ALLOW_PIPELINES_TAG)
+            .is_some_and(|v| allows(v, key))
+        {
+            return Err(invalid(
+                Component::Consumers,
+                format!(
+                    "{field} {arn} is not this pipeline's: tag the function {ALLOW_PIPELINES_TAG}={key} (a space-separated list of namespace/name, or {ALLOW_ALL}) to let the pipeline add its EventBridge invoke permission"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The bus, if it exists, is this pipeline's (the bus step would stop there with a Conflict).
+async fn bus_is_ours(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    let fail = |e| (Component::Bus, e);
+    let name = &ctx.names.bus;
+    if let Some(observed) = bus::observe(ctx, name).await.map_err(fail)? {
+        ctx.owner
+            .require_ours(&observed.tags, &format!("eventbridge bus {name}"))
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// The permissions boundary policy (--permissions-boundary-arn), when set, exists.
+async fn boundary(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    let Some(arn) = &ctx.config.permissions_boundary_arn else {
+        return Ok(());
+    };
+    match ctx.clients.iam.get_policy().policy_arn(arn).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Err(invalid(
+            Component::Relay,
+            format!("--permissions-boundary-arn {arn} does not exist"),
+        )),
+        Err(e) => Err((
+            Component::Relay,
+            aws_error(&e, "GetPolicy", &format!("iam policy {arn}")),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::OutboxPipeline;
+    use crate::engine::{AwsClients, EngineConfig};
+
+    fn pipeline(extra: serde_json::Value) -> OutboxPipeline {
+        let mut doc = serde_json::json!({
+            "apiVersion": "outbox.dev/v1alpha1",
+            "kind": "OutboxPipeline",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {
+                "table": {"partitionKey": {"name": "id", "type": "S"}},
+                "relay": {"events": [{"change": "INSERT", "source": "a", "detailType": "B", "payload": "newImage"}]}
+            }
+        });
+        if let (Some(spec), serde_json::Value::Object(extra)) = (doc["spec"].as_object_mut(), extra)
+        {
+            spec.extend(extra);
+        }
+        serde_json::from_value(doc).expect("pipeline")
+    }
+
+    fn with_ctx<T>(p: &OutboxPipeline, cluster: &str, f: impl FnOnce(&Ctx<'_>) -> T) -> T {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_types::region::Region::new("us-east-1"))
+            .build();
+        let clients = AwsClients::from_conf(&sdk);
+        let config = EngineConfig {
+            cluster_id: cluster.into(),
+            allow_adoption: false,
+            permissions_boundary_arn: None,
+            artifacts_dir: "/nonexistent".into(),
+        };
+        let ctx = Ctx::new(&clients, &config, p, false);
+        f(&ctx)
+    }
+
+    fn message(r: Result<(), Failure>) -> String {
+        match r {
+            Err((_, EngineError::InvalidSpec { message })) => message,
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    fn consumers(list: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"consumers": list})
+    }
+
+    #[test]
+    fn the_opt_in_tag_lists_pipelines_or_allows_all() {
+        assert!(allows("team/a default/p", "default/p"));
+        assert!(allows("all", "default/p"));
+        assert!(!allows("default/pp other/p", "default/p"));
+        assert!(!allows("", "default/p"));
+    }
+
+    #[test]
+    fn targets_in_another_region_are_refused_naming_field_and_arn() {
+        let arn = "arn:aws:sqs:eu-west-1:123456789012:q";
+        let p = pipeline(consumers(serde_json::json!([
+            {"name": "a", "eventPattern": {"source": ["x"]}},
+            {"name": "b", "eventPattern": {"source": ["x"]}, "target": {"sqsQueueArn": arn}}
+        ])));
+        let m = message(with_ctx(&p, "c", |ctx| arns(ctx, "us-east-1", None)));
+        assert!(
+            m.contains("spec.consumers[1].target.sqsQueueArn") && m.contains(arn),
+            "{m}"
+        );
+        assert!(m.contains("eu-west-1"), "{m}");
+        let f = "arn:aws:lambda:eu-west-1:123456789012:function:f";
+        let p = pipeline(consumers(serde_json::json!([
+            {"name": "a", "eventPattern": {"source": ["x"]}, "target": {"lambdaFunctionArn": f}}
+        ])));
+        let m = message(with_ctx(&p, "c", |ctx| arns(ctx, "us-east-1", None)));
+        assert!(
+            m.contains("spec.consumers[0].target.lambdaFunctionArn") && m.contains(f),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn destinations_in_another_account_are_refused() {
+        let arn = "arn:aws:sqs:us-east-1:999999999999:q";
+        let p = pipeline(serde_json::json!({"relay": {
+            "events": [{"change": "INSERT", "source": "a", "detailType": "B", "payload": "newImage"}],
+            "onFailureDestinationArn": arn
+        }}));
+        let m = message(with_ctx(&p, "c", |ctx| {
+            arns(ctx, "us-east-1", Some("123456789012"))
+        }));
+        assert!(
+            m.contains("spec.relay.onFailureDestinationArn") && m.contains(arn),
+            "{m}"
+        );
+        assert!(
+            m.contains("999999999999") && m.contains("123456789012"),
+            "{m}"
+        );
+        // Same account and region: fine; an S3 bucket ARN carries neither.
+        let ok = pipeline(serde_json::json!({"relay": {
+            "events": [{"change": "INSERT", "source": "a", "detailType": "B", "payload": "newImage"}],
+            "onFailureDestinationArn": "arn:aws:s3:::bucket"
+        }}));
+        assert!(with_ctx(&ok, "c", |ctx| arns(ctx, "us-east-1", Some("123456789012"))).is_ok());
+        let dlq = "arn:aws:sqs:us-east-1:999999999999:dlq";
+        let p = pipeline(consumers(serde_json::json!([
+            {"name": "a", "eventPattern": {"source": ["x"]}, "deadLetterArn": dlq}
+        ])));
+        let m = message(with_ctx(&p, "c", |ctx| {
+            arns(ctx, "us-east-1", Some("123456789012"))
+        }));
+        assert!(m.contains("spec.consumers[0].deadLetterArn"), "{m}");
+    }
+
+    #[test]
+    fn wrong_service_and_garbage_arns_are_refused() {
+        let p = pipeline(consumers(serde_json::json!([
+            {"name": "a", "eventPattern": {"source": ["x"]}, "target": {"sqsQueueArn": "arn:aws:sns:us-east-1:1:t"}}
+        ])));
+        assert!(message(with_ctx(&p, "c", |ctx| arns(ctx, "us-east-1", None))).contains("sns ARN"));
+        let p = pipeline(consumers(serde_json::json!([
+            {"name": "a", "eventPattern": {"source": ["x"]}, "target": {"lambdaFunctionArn": "my-fn"}}
+        ])));
+        assert!(
+            message(with_ctx(&p, "c", |ctx| arns(ctx, "us-east-1", None))).contains("not an ARN")
+        );
+    }
+
+    #[test]
+    fn an_over_long_cluster_id_is_refused_naming_the_flag() {
+        let p = pipeline(serde_json::json!({}));
+        let m = message(with_ctx(&p, &"k".repeat(300), tags));
+        assert!(m.contains("--cluster-id") && m.contains("256"), "{m}");
+        assert!(with_ctx(&p, "c", tags).is_ok());
+    }
+
+    #[test]
+    fn bad_table_and_bus_names_are_refused() {
+        let p = pipeline(
+            serde_json::json!({"table": {"name": "a b", "partitionKey": {"name": "id", "type": "S"}}}),
+        );
+        assert!(message(with_ctx(&p, "c", names)).contains("spec.table.name"));
+        let p = pipeline(serde_json::json!({"bus": {"name": "default"}}));
+        assert!(message(with_ctx(&p, "c", names)).contains("spec.bus.name"));
+        assert!(with_ctx(&pipeline(serde_json::json!({})), "c", names).is_ok());
+    }
+
+    #[test]
+    fn a_missing_artifact_names_the_path_and_architecture() {
+        let p = pipeline(serde_json::json!({}));
+        let m = message(with_ctx(&p, "c", artifacts));
+        assert!(m.contains("/nonexistent/x86_64/relay/bootstrap.zip"), "{m}");
+    }
+
+    #[test]
+    fn qualifiers_are_cut_for_list_tags() {
+        assert_eq!(
+            unqualified("arn:aws:lambda:us-east-1:1:function:f:live"),
+            "arn:aws:lambda:us-east-1:1:function:f"
+        );
+        assert_eq!(
+            unqualified("arn:aws:lambda:us-east-1:1:function:f"),
+            "arn:aws:lambda:us-east-1:1:function:f"
+        );
+    }
+}
