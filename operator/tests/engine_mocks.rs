@@ -446,6 +446,17 @@ fn engine_with_artifacts(rules: Rules, artifacts_dir: PathBuf) -> Mocked {
                 .interceptor(interceptor(&[]))
                 .build(),
         ),
+        // Pre-flight looks up the queues the spec names: they exist.
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .interceptor(interceptor(&[mock!(aws_sdk_sqs::Client::get_queue_url)
+                    .then_output(|| {
+                        aws_sdk_sqs::operation::get_queue_url::GetQueueUrlOutput::builder()
+                            .queue_url("https://sqs.us-east-1.amazonaws.com/123456789012/q")
+                            .build()
+                    })]))
+                .build(),
+        ),
     };
     let calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
     let sink = calls.clone();

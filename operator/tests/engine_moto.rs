@@ -1152,6 +1152,10 @@ async fn user_function_and_sqs_targets_and_removed_consumers_are_cleaned_up() {
         .send()
         .await
         .unwrap();
+    // The queues exist, as pre-flight requires (their policies are the user's to write).
+    for q in [format!("q-{id}"), format!("dlq-{id}")] {
+        c.sqs.create_queue().queue_name(q).send().await.unwrap();
+    }
     let queue = format!("arn:aws:sqs:us-east-1:123456789012:q-{id}");
     let dlq = format!("arn:aws:sqs:us-east-1:123456789012:dlq-{id}");
     let consumer = |name: &str, target: serde_json::Value| -> outbox_operator::crd::ConsumerSpec {

@@ -270,7 +270,8 @@ async fn an_untagged_user_function_is_refused_and_a_tagged_one_gets_the_permissi
 }
 
 #[tokio::test]
-async fn targets_elsewhere_and_missing_functions_are_refused_before_anything_is_created() {
+async fn targets_elsewhere_and_missing_functions_and_queues_are_refused_before_anything_is_created()
+{
     let Some(ep) = endpoint() else { return };
     let cases = [
         (
@@ -280,6 +281,13 @@ async fn targets_elsewhere_and_missing_functions_are_refused_before_anything_is_
         (
             serde_json::json!({"lambdaFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:pf-nope"}),
             vec!["function:pf-nope does not exist"],
+        ),
+        (
+            serde_json::json!({"sqsQueueArn": "arn:aws:sqs:us-east-1:123456789012:pf-no-queue"}),
+            vec![
+                "spec.consumers[0].target.sqsQueueArn",
+                "sqs:us-east-1:123456789012:pf-no-queue does not exist",
+            ],
         ),
         (
             serde_json::json!({"sqsQueueArn": "arn:aws:sqs:eu-west-1:123456789012:q"}),

@@ -32,6 +32,7 @@ pub mod pattern;
 pub mod permission;
 mod pipeline;
 pub mod preflight;
+pub mod queues;
 pub mod rule;
 pub mod table;
 pub mod tags;
@@ -48,6 +49,8 @@ pub struct AwsClients {
     pub lambda: aws_sdk_lambda::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub s3: aws_sdk_s3::Client,
+    /// Read-only use: pre-flight checks that the queues a spec names exist.
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl AwsClients {
@@ -91,6 +94,7 @@ impl AwsClients {
                     b
                 }
             }),
+            sqs: client!(aws_sdk_sqs, |b| b),
         }
     }
 
@@ -114,6 +118,7 @@ impl AwsClients {
             lambda: rebuild!(aws_sdk_lambda, self.lambda),
             eventbridge: rebuild!(aws_sdk_eventbridge, self.eventbridge),
             s3: rebuild!(aws_sdk_s3, self.s3),
+            sqs: rebuild!(aws_sdk_sqs, self.sqs),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Pre-flight: every check that can fail without side effects, run before the first resource
 //! step, so an invalid pipeline fails with zero mutating calls (and `plan` reports the same
 //! error). Pure checks first (event patterns, name and tag limits, ARN region/account, artifact
-//! zips), then reads: the account, user functions (existence and the opt-in tag), the bus
+//! zips), then reads: the account, user functions (existence and the opt-in tag), SQS queues
+//! (existence, [`super::queues`]), the bus
 //! (ours or absent) and the permissions boundary policy.
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub async fn check(ctx: &Ctx<'_>) -> Result<(), Failure> {
     let account = account(ctx).await.map_err(|e| (Component::Table, e))?;
     arns(ctx, &ctx.env.region, account.as_deref())?;
     user_functions(ctx).await?;
+    super::queues::exist(ctx).await?;
     bus_is_ours(ctx).await?;
     boundary(ctx).await
 }
