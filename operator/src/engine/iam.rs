@@ -6,6 +6,10 @@
 //! - consumer: nothing beyond logging;
 //! - all: CloudWatch Logs for their own log group only.
 //!
+//! The boundary is only ever set (CreateRole, PutRolePermissionsBoundary), never removed: the
+//! documented operator policy denies iam:DeleteRolePermissionsBoundary, so a role keeps the
+//! boundary it has when the operator runs without one (a warning says so).
+//!
 //! IAM returns policy documents URL-encoded: they are decoded, parsed and compared as
 //! normalised JSON, so an unchanged policy is never rewritten.
 
@@ -180,7 +184,8 @@ pub struct Observed {
 pub enum Change {
     Create,
     Trust,
-    Boundary(Option<String>),
+    /// Sets the configured boundary (never removes one).
+    Boundary(String),
     Policy,
     Tag(BTreeMap<String, String>),
 }
@@ -202,8 +207,10 @@ pub fn diff(
     {
         changes.push(Change::Trust);
     }
-    if o.boundary != d.boundary {
-        changes.push(Change::Boundary(d.boundary.clone()));
+    if let Some(b) = &d.boundary
+        && o.boundary.as_ref() != Some(b)
+    {
+        changes.push(Change::Boundary(b.clone()));
     }
     if !o
         .policy_raw
@@ -289,6 +296,15 @@ pub async fn reconcile(
     };
     let observed = observe(ctx, &name).await?;
     let changes = diff(&d, observed.as_ref(), &ctx.owner)?;
+    if let Some(kept) = observed.as_ref().and_then(|o| o.boundary.as_deref())
+        && d.boundary.is_none()
+    {
+        tracing::warn!(
+            role = %name,
+            boundary = %kept,
+            "no permissions boundary configured: the role keeps its boundary (the operator never removes one)"
+        );
+    }
     let mut arn = observed.map(|o| o.arn);
     let iam = ctx.clients.iam.clone();
     let doc = |v: &Value| serde_json::to_string(v).map_err(|e| local("serializing policy", e));
@@ -296,13 +312,7 @@ pub async fn reconcile(
         let (verb, detail) = match &change {
             Change::Create => (Verb::Create, format!("path {ROLE_PATH}")),
             Change::Trust => (Verb::Update, "trust policy".to_owned()),
-            Change::Boundary(b) => (
-                Verb::Update,
-                format!(
-                    "permissions boundary: -> {}",
-                    b.as_deref().unwrap_or("none")
-                ),
-            ),
+            Change::Boundary(b) => (Verb::Update, format!("permissions boundary: -> {b}")),
             Change::Policy => (Verb::Update, format!("inline policy {POLICY_NAME}")),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
         };
@@ -333,20 +343,13 @@ pub async fn reconcile(
                         .await
                         .aws("UpdateAssumeRolePolicy", &resource)?;
                 }
-                Change::Boundary(Some(b)) => {
+                Change::Boundary(b) => {
                     iam.put_role_permissions_boundary()
                         .role_name(&name)
                         .permissions_boundary(b)
                         .send()
                         .await
                         .aws("PutRolePermissionsBoundary", &resource)?;
-                }
-                Change::Boundary(None) => {
-                    iam.delete_role_permissions_boundary()
-                        .role_name(&name)
-                        .send()
-                        .await
-                        .aws("DeleteRolePermissionsBoundary", &resource)?;
                 }
                 Change::Policy => {
                     iam.put_role_policy()
@@ -549,10 +552,17 @@ mod tests {
         assert!(diff(&d, Some(&o), &owner).unwrap().is_empty());
         o.policy_raw = None;
         o.boundary = Some("arn:b".into());
+        // A boundary the configuration does not name is kept, never removed.
+        assert_eq!(diff(&d, Some(&o), &owner).unwrap(), vec![Change::Policy]);
+        // A different configured boundary replaces it.
+        let mut d2 = d.clone();
+        d2.boundary = Some("arn:b2".into());
         assert_eq!(
-            diff(&d, Some(&o), &owner).unwrap(),
-            vec![Change::Boundary(None), Change::Policy]
+            diff(&d2, Some(&o), &owner).unwrap(),
+            vec![Change::Boundary("arn:b2".into()), Change::Policy]
         );
+        o.boundary = Some("arn:b2".into());
+        assert_eq!(diff(&d2, Some(&o), &owner).unwrap(), vec![Change::Policy]);
         o.tags.clear();
         assert_eq!(
             diff(&d, Some(&o), &owner).unwrap_err().reason(),
