@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variable names the operator sets on the Lambdas.
 pub mod redact;
+pub mod startup;
 
 pub mod env {
     /// Name of the EventBridge bus the relay publishes to.

@@ -15,22 +15,10 @@ async fn main() -> std::process::ExitCode {
         .with_current_span(false)
         .without_time()
         .init();
-    // A bad configuration is one JSON log line naming the variable (what CloudWatch shows),
-    // never anyhow's multi-line report on stderr.
-    let config = match RelayConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::error!(error = %e, "invalid relay configuration; the function cannot start");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match serve(config).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "the Lambda runtime stopped");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    outbox_contract::startup::serve_or_report("relay", RelayConfig::from_env(), |c| {
+        Box::pin(serve(c))
+    })
+    .await
 }
 
 async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
