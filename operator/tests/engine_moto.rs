@@ -1502,3 +1502,171 @@ async fn every_role_gets_the_configured_boundary_and_a_boundary_is_never_removed
     );
     h.assert_policy_covers_calls();
 }
+
+/// Issue 16 #1: another stream view type on an applied pipeline is refused, the live stream kept.
+#[tokio::test]
+async fn changed_stream_view_type_is_refused_and_the_live_stream_is_kept() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("view");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let mut p = example("user-created.yaml", &id);
+    h.converge(&p).await;
+    let table = Names::new(&cluster, &p).table;
+    let before = h
+        .clients
+        .dynamodb
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let before = before.table().unwrap();
+    let view_before = before
+        .stream_specification()
+        .unwrap()
+        .stream_view_type()
+        .cloned();
+    let arn_before = before.latest_stream_arn().map(str::to_owned);
+
+    p.spec.table.stream_view_type = match p.spec.table.stream_view_type {
+        outbox_operator::crd::StreamViewType::KeysOnly => {
+            outbox_operator::crd::StreamViewType::NewImage
+        }
+        _ => outbox_operator::crd::StreamViewType::KeysOnly,
+    };
+    let err = h.engine.plan(&p).await.unwrap_err();
+    assert_eq!(err.reason(), Reason::InvalidSpec);
+    assert!(
+        err.to_string().contains("spec.table.streamViewType"),
+        "{err}"
+    );
+
+    h.take_calls();
+    let out = h.engine.reconcile(&p).await;
+    let err = out.error.expect("refused");
+    assert_eq!(err.reason(), Reason::InvalidSpec);
+    let cond = out.status.condition(ConditionType::TableReady).unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        cond.message.contains("spec.table.streamViewType"),
+        "{cond:?}"
+    );
+    assert!(out.actions.is_empty(), "{:#?}", out.actions);
+    let mutating: Vec<String> = h
+        .take_calls()
+        .into_iter()
+        .filter(|c| c.mutating)
+        .map(|c| c.operation)
+        .collect();
+    assert!(mutating.is_empty(), "refused pass mutated: {mutating:?}");
+    let after = h
+        .clients
+        .dynamodb
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let after = after.table().unwrap();
+    let spec = after.stream_specification().unwrap();
+    assert!(spec.stream_enabled());
+    assert_eq!(spec.stream_view_type().cloned(), view_before);
+    assert_eq!(after.latest_stream_arn().map(str::to_owned), arn_before);
+}
+
+/// Issue 16 #2: a bus other teams subscribed to is kept on delete, and reported.
+#[tokio::test]
+async fn delete_keeps_a_bus_carrying_foreign_rules_and_says_how_to_force_it() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("fbus");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let mut p = example("user-created.yaml", &id);
+    p.spec.bus.deletion_policy = outbox_operator::crd::DeletionPolicy::Delete;
+    h.converge(&p).await;
+    let bus = Names::new(&cluster, &p).bus;
+    let foreign_rule = format!("billing-team-{id}");
+    h.clients
+        .eventbridge
+        .put_rule()
+        .name(&foreign_rule)
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source":["outbox"]}"#)
+        .send()
+        .await
+        .unwrap();
+
+    let out = h.engine.delete(&p).await.expect("delete");
+    assert!(out.done, "the rest of the pipeline is deleted");
+    assert!(bus_exists(&h, &bus).await, "bus with a foreign rule kept");
+    let kept = out
+        .actions
+        .iter()
+        .find(|a| a.verb == Verb::Retain && a.resource.contains(&bus))
+        .unwrap_or_else(|| panic!("no retain action for the bus: {:#?}", out.actions));
+    assert!(kept.detail.contains(&foreign_rule), "{kept:?}");
+    assert!(kept.detail.contains("delete again"), "{kept:?}");
+    assert!(
+        !out.actions
+            .iter()
+            .any(|a| a.verb == Verb::Delete && a.resource.contains(&format!("bus {bus}"))),
+        "{:#?}",
+        out.actions
+    );
+    let rule = h
+        .clients
+        .eventbridge
+        .describe_rule()
+        .name(&foreign_rule)
+        .event_bus_name(&bus)
+        .send()
+        .await;
+    assert!(rule.is_ok(), "the foreign rule is still there");
+
+    // Forcing it: remove the foreign rule, delete again.
+    h.clients
+        .eventbridge
+        .delete_rule()
+        .name(&foreign_rule)
+        .event_bus_name(&bus)
+        .send()
+        .await
+        .unwrap();
+    h.engine.delete(&p).await.expect("delete again");
+    assert!(!bus_exists(&h, &bus).await);
+}
+
+/// Issue 16 #4: consumers whose rules were never reached (a bus Conflict) are not "in sync".
+#[tokio::test]
+async fn consumers_wait_for_the_bus_after_a_bus_conflict() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("bconf");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let p = example("user-created.yaml", &id);
+    assert!(!p.spec.consumers.is_empty());
+    let bus = Names::new(&cluster, &p).bus;
+    h.clients
+        .eventbridge
+        .create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .unwrap();
+
+    let out = h.engine.reconcile(&p).await;
+    assert_eq!(out.error.map(|e| e.reason()), Some(Reason::Conflict));
+    let bus_cond = out.status.condition(ConditionType::BusReady).unwrap();
+    assert_eq!(
+        (bus_cond.status.as_str(), bus_cond.reason.as_str()),
+        ("False", "Conflict")
+    );
+    let cond = out.status.condition(ConditionType::ConsumersReady).unwrap();
+    assert_eq!(cond.status, "False", "{cond:?}");
+    assert!(cond.message.contains("waiting for bus"), "{cond:?}");
+    assert!(out.status.rule_arns.is_empty());
+}

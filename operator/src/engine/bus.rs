@@ -138,7 +138,8 @@ pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<Option<String>, EngineError>
     Ok(arn)
 }
 
-/// Deletes the bus (rules are gone by now) unless its deletion policy is Retain.
+/// Deletes the bus (our rules are gone by now) unless its deletion policy is Retain or rules
+/// the operator does not own are still on it (then it is kept and reported).
 pub async fn delete(ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
     let name = ctx.names.bus.clone();
     let resource = format!("eventbridge bus {name}");
@@ -154,6 +155,21 @@ pub async fn delete(ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
             Verb::Retain,
             &resource,
             "deletionPolicy Retain",
+        );
+        return Ok(());
+    }
+    // Our rules are gone by now: any rule left belongs to someone else (a team subscribed to
+    // this bus), and DeleteEventBus would take it with it.
+    let foreign = super::rule::list_on_bus(ctx, None).await?;
+    if !foreign.is_empty() {
+        ctx.record(
+            Component::Bus,
+            Verb::Retain,
+            &resource,
+            format!(
+                "kept: it carries rules outbox-operator does not own ({}); to delete it, remove those rules and delete again, or delete the bus by hand",
+                foreign.join(", ")
+            ),
         );
         return Ok(());
     }

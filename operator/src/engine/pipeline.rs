@@ -29,8 +29,13 @@ enum State {
     Failed(EngineError),
 }
 
+/// How each component ended, and which components ran all their steps: a component whose
+/// later steps were not reached (an error further up) is not Ready, whatever its first steps did.
 #[derive(Default)]
-struct States(BTreeMap<Component, State>);
+struct States(
+    BTreeMap<Component, State>,
+    std::collections::BTreeSet<Component>,
+);
 
 impl States {
     /// Merges a step's progress into its component (waiting wins over ready).
@@ -54,6 +59,19 @@ impl States {
 
     fn fail(&mut self, c: Component, e: EngineError) {
         self.0.insert(c, State::Failed(e));
+    }
+
+    /// Every step of `c` ran in this pass.
+    fn finish(&mut self, c: Component) {
+        self.1.insert(c);
+    }
+
+    /// The state to report: Ready only when the component finished.
+    fn get(&self, c: Component) -> Option<&State> {
+        match self.0.get(&c) {
+            Some(State::Ready) if !self.1.contains(&c) => None,
+            other => other,
+        }
     }
 }
 
@@ -157,7 +175,7 @@ fn conditions(
     let mut blocker: Option<Component> = None;
     let mut requeue = None;
     for c in ORDER {
-        let (ok, reason, message) = match states.0.get(&c) {
+        let (ok, reason, message) = match states.get(c) {
             Some(State::Ready) => (true, Reason::Reconciled, format!("{} in sync", c.as_str())),
             Some(State::Waiting(m)) => {
                 requeue = Some(SETTLE_REQUEUE);
@@ -232,6 +250,7 @@ async fn steps(
     status.stream_arn = table_out.stream_arn.clone();
     let table_waiting = !progress.is_ready();
     states.progress(Table, progress);
+    states.finish(Table);
     if table_waiting && ctx.apply {
         return Ok(());
     }
@@ -389,12 +408,14 @@ async fn steps(
         status.event_source_mapping_uuid = uuid;
         states.progress(Relay, progress);
     }
+    states.finish(Relay);
 
     // Bus.
     let bus_arn = bus::reconcile(ctx).await.map_err(at(Bus))?;
     status.bus_name = Some(ctx.names.bus.clone());
     status.bus_arn = bus_arn;
     states.progress(Bus, Progress::Ready);
+    states.finish(Bus);
 
     // Rules, targets, permissions.
     for c in &spec.consumers {
@@ -472,6 +493,7 @@ async fn steps(
         }
     }
     states.progress(Consumers, Progress::Ready);
+    states.finish(Consumers);
     Ok(())
 }
 

@@ -137,6 +137,14 @@ pub async fn reconcile(
 
 /// Names of this pipeline's rules on its bus (to find consumers removed from the spec).
 pub async fn list(ctx: &Ctx<'_>) -> Result<Vec<String>, EngineError> {
+    list_on_bus(ctx, Some(ctx.names.rule_prefix())).await
+}
+
+/// Names of the rules on the pipeline's bus, all of them or those starting with `prefix`.
+pub async fn list_on_bus(
+    ctx: &Ctx<'_>,
+    prefix: Option<String>,
+) -> Result<Vec<String>, EngineError> {
     let resource = format!("rules of eventbridge bus {}", ctx.names.bus);
     let mut names = Vec::new();
     let mut token: Option<String> = None;
@@ -145,7 +153,7 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Vec<String>, EngineError> {
             .clients
             .eventbridge
             .list_rules()
-            .name_prefix(ctx.names.rule_prefix())
+            .set_name_prefix(prefix.clone())
             .event_bus_name(&ctx.names.bus)
             .set_next_token(token.clone())
             .send()

@@ -3,8 +3,9 @@
 //! Ownership: a table without our tags is never modified unless the spec opts in
 //! (`table.adoptExisting`) AND the operator runs with `--allow-adoption`; adoption tags it.
 //! Drift: a disabled stream is re-enabled (a new stream with a new ARN: the mapping follows);
-//! a stream with another view type is disabled and re-enabled; billing, deletion protection,
-//! PITR and tags are set back to the spec.
+//! billing, deletion protection, PITR and tags are set back to the spec.
+//! Immutable: a live stream is never disabled or changed (that loses the changes not yet
+//! relayed), so another view type than the spec's is refused like another key schema.
 
 use std::collections::BTreeMap;
 
@@ -58,7 +59,6 @@ pub struct Observed {
 pub enum Change {
     Create,
     Adopt(BTreeMap<String, String>),
-    DisableStream { observed_view: String },
     EnableStream,
     Billing,
     DeletionProtection(bool),
@@ -77,13 +77,6 @@ impl Change {
                 ),
             ),
             Change::Adopt(t) => (Verb::Adopt, format!("tag {}", tags::describe(t))),
-            Change::DisableStream { observed_view } => (
-                Verb::Update,
-                format!(
-                    "stream: {observed_view} -> disabled (to re-enable as {})",
-                    d.stream_view
-                ),
-            ),
             Change::EnableStream => (
                 Verb::Update,
                 format!("stream: disabled -> {}", d.stream_view),
@@ -164,15 +157,20 @@ pub fn diff(
     if want_keys != have_keys {
         return Err(EngineError::InvalidSpec {
             message: format!(
-                "{resource} has key schema {have_keys:?}, spec.table asks for {want_keys:?}; a table's keys cannot change"
+                "{resource} has key schema {have_keys:?}, spec.table.partitionKey/sortKey ask for {want_keys:?}; a table's keys cannot change"
             ),
         });
     }
     match &o.stream_view {
         None => changes.push(Change::EnableStream),
-        Some(v) if v != d.stream_view => changes.push(Change::DisableStream {
-            observed_view: v.clone(),
-        }),
+        Some(v) if v != d.stream_view => {
+            return Err(EngineError::InvalidSpec {
+                message: format!(
+                    "spec.table.streamViewType is {}, but {resource} streams {v}; a live stream's view type cannot change (disabling it loses the changes not yet relayed): set spec.table.streamViewType back to {v}",
+                    d.stream_view
+                ),
+            });
+        }
         Some(_) => {}
     }
     if o.billing != d.billing
@@ -403,22 +401,6 @@ pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<(TableOut, Progress), Engine
                     .await
                     .aws("TagResource", &resource)?;
             }
-            Change::DisableStream { .. } => {
-                let res = ddb
-                    .update_table()
-                    .table_name(&d.name)
-                    .stream_specification(
-                        StreamSpecification::builder()
-                            .stream_enabled(false)
-                            .build()
-                            .map_err(|e| local("building stream specification", e))?,
-                    )
-                    .send()
-                    .await
-                    .aws("UpdateTable", &resource)?;
-                after = res.table_description().cloned();
-                out.stream_arn = None;
-            }
             Change::EnableStream => {
                 let res = ddb
                     .update_table()
@@ -483,13 +465,6 @@ pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<(TableOut, Progress), Engine
                 return Ok((
                     out,
                     Progress::Waiting(format!("{resource} is {}", o.status)),
-                ));
-            }
-            if matches!(change, Change::DisableStream { .. }) {
-                // Re-enable on the next pass, once AWS reports the old stream off.
-                return Ok((
-                    out,
-                    Progress::Waiting(format!("{resource}: stream disabled, re-enabling")),
                 ));
             }
         }
@@ -630,15 +605,15 @@ mod tests {
     }
 
     #[test]
-    fn other_view_type_is_disabled_first() {
+    fn other_view_type_is_refused_naming_the_field_and_never_disables_the_stream() {
         let d = want();
         let mut o = have(&d);
         o.stream_view = Some("KEYS_ONLY".into());
-        assert_eq!(
-            diff(&d, Some(&o), &owner()).unwrap(),
-            vec![Change::DisableStream {
-                observed_view: "KEYS_ONLY".into()
-            }]
+        let err = diff(&d, Some(&o), &owner()).unwrap_err();
+        assert_eq!(err.reason(), crate::crd::Reason::InvalidSpec);
+        assert!(
+            err.to_string().contains("spec.table.streamViewType"),
+            "{err}"
         );
     }
 
