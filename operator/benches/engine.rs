@@ -100,6 +100,7 @@ async fn run(endpoint: String, count: usize, out: &mut impl Write) -> Result<(),
         EngineConfig {
             cluster_id: format!("bench-{run}"),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: None,
             artifacts_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures/artifacts"),

@@ -48,6 +48,19 @@ pub struct EngineArgs {
     )]
     pub allow_adoption: bool,
 
+    /// Lets `deletionPolicy: Delete` delete a table a pipeline adopted. Off: an adopted table is
+    /// always kept on delete, whatever its pipeline says (any namespace may ask for adoption).
+    #[arg(
+        long,
+        env = "OUTBOX_ALLOW_DELETE_ADOPTED_TABLES",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub allow_delete_adopted_tables: bool,
+
     /// Permissions boundary (IAM policy ARN) attached to every execution role the operator creates.
     /// Without one the roles have none, which the documented IAM policy refuses: a warning says so
     /// at start.
@@ -61,6 +74,7 @@ impl EngineArgs {
         EngineConfig {
             cluster_id: self.cluster_id.clone(),
             allow_adoption: self.allow_adoption,
+            allow_delete_adopted_tables: self.allow_delete_adopted_tables,
             permissions_boundary_arn: non_empty(self.permissions_boundary_arn.as_deref()),
             artifacts_dir: self
                 .artifacts_dir

@@ -939,6 +939,7 @@ async fn a_malformed_pipeline_does_not_stop_the_controller_reconciling_the_other
         engine: outbox_operator::engine::EngineConfig {
             cluster_id: "c1".into(),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: None,
             artifacts_dir: "/artifacts".into(),
         },

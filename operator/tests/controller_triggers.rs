@@ -142,6 +142,7 @@ async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_delet
         engine: EngineConfig {
             cluster_id: "c1".into(),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: None,
             artifacts_dir: "/artifacts".into(),
         },

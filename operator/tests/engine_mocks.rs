@@ -465,6 +465,7 @@ fn engine_with_artifacts(rules: Rules, artifacts_dir: PathBuf) -> Mocked {
         EngineConfig {
             cluster_id: CLUSTER.into(),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: None,
             artifacts_dir,
         },
@@ -769,6 +770,7 @@ async fn a_pipeline_region_selects_clients_for_that_region() {
         EngineConfig {
             cluster_id: CLUSTER.into(),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: None,
             artifacts_dir: fixtures(),
         },

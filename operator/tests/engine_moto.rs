@@ -70,6 +70,7 @@ impl Harness {
             EngineConfig {
                 cluster_id: cluster_id.to_owned(),
                 allow_adoption,
+                allow_delete_adopted_tables: false,
                 permissions_boundary_arn: None,
                 artifacts_dir: fixtures(),
             },
@@ -1381,6 +1382,7 @@ fn with_boundary(
         EngineConfig {
             cluster_id: cluster.to_owned(),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: boundary.map(str::to_owned),
             artifacts_dir: fixtures(),
         },
@@ -1669,4 +1671,88 @@ async fn consumers_wait_for_the_bus_after_a_bus_conflict() {
     assert_eq!(cond.status, "False", "{cond:?}");
     assert!(cond.message.contains("waiting for bus"), "{cond:?}");
     assert!(out.status.rule_arns.is_empty());
+}
+
+/// Issue 16: any namespace may ask to adopt a table, so an adopted table is deleted only when the
+/// operator allows it, and its deletion protection (someone else's choice) is never switched off.
+#[tokio::test]
+async fn an_adopted_table_keeps_its_deletion_protection_and_is_deleted_only_when_allowed() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("adoptdel");
+    let cluster = format!("cl-{id}");
+    let mut p = example("user-created.yaml", &id);
+    let table = format!("legacy-{id}");
+    p.spec.table.name = Some(table.clone());
+    p.spec.table.adopt_existing = true;
+    p.spec.table.deletion_protection = false;
+    p.spec.table.deletion_policy = outbox_operator::crd::DeletionPolicy::Delete;
+    let mut h = Harness::new(&ep, &cluster, true).await;
+    create_foreign_table(&h, &table, true).await;
+    h.clients
+        .dynamodb
+        .update_table()
+        .table_name(&table)
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .unwrap();
+
+    h.converge(&p).await;
+    assert_eq!(
+        table_tags(&h, &table).await.get(tags::ADOPTED),
+        Some(&"true".to_owned())
+    );
+    let protected = |h: &Harness| {
+        let (c, t) = (h.clients.dynamodb.clone(), table.clone());
+        async move {
+            let d = c.describe_table().table_name(t).send().await.unwrap();
+            d.table().unwrap().deletion_protection_enabled()
+        }
+    };
+    assert_eq!(protected(&h).await, Some(true), "protection switched off");
+
+    // Without --allow-delete-adopted-tables the table is kept, whatever the policy says.
+    let out = h.engine.delete(&p).await.unwrap();
+    assert!(out.done);
+    assert!(table_exists(&h, &table).await);
+    assert!(has_delete_action(
+        &out,
+        Verb::Retain,
+        "--allow-delete-adopted-tables"
+    ));
+
+    // Allowed, but the protection was not ours: still kept, and still protected.
+    let sdk = aws_sdk_config(Some("us-east-1".into()), Some(ep.clone())).await;
+    h.engine = Engine::new(
+        &sdk,
+        EngineConfig {
+            cluster_id: cluster.clone(),
+            allow_adoption: true,
+            allow_delete_adopted_tables: true,
+            permissions_boundary_arn: None,
+            artifacts_dir: fixtures(),
+        },
+    );
+    let out = h.engine.delete(&p).await.unwrap();
+    assert!(table_exists(&h, &table).await);
+    assert_eq!(protected(&h).await, Some(true));
+    assert!(has_delete_action(&out, Verb::Retain, "deletion protection"));
+
+    // Its owner switches protection off: now the allowed delete removes it.
+    h.clients
+        .dynamodb
+        .update_table()
+        .table_name(&table)
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .unwrap();
+    h.engine.delete(&p).await.unwrap();
+    assert!(!table_exists(&h, &table).await);
+}
+
+fn has_delete_action(out: &outbox_operator::engine::DeleteOutcome, verb: Verb, part: &str) -> bool {
+    out.actions
+        .iter()
+        .any(|a| a.verb == verb && a.detail.contains(part))
 }

@@ -76,6 +76,7 @@ impl Harness {
             EngineConfig {
                 cluster_id: s.cluster_id,
                 allow_adoption: false,
+                allow_delete_adopted_tables: false,
                 permissions_boundary_arn: s.boundary,
                 artifacts_dir: s.artifacts_dir,
             },

@@ -53,6 +53,7 @@ async fn fenced_engine(
         EngineConfig {
             cluster_id: cluster.to_owned(),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: None,
             artifacts_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures/artifacts"),

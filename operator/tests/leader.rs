@@ -188,6 +188,7 @@ fn fenced_dynamodb(endpoint: &str, fence: &Fence) -> aws_sdk_dynamodb::Client {
     let config = EngineConfig {
         cluster_id: "c1".into(),
         allow_adoption: false,
+        allow_delete_adopted_tables: false,
         permissions_boundary_arn: None,
         artifacts_dir: "/artifacts".into(),
     };

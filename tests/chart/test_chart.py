@@ -292,6 +292,7 @@ def test_defaults_set_exactly_the_operator_env_the_binary_reads(rendered, chart)
         "AWS_REGION": "eu-west-1",
         "OUTBOX_CLUSTER_ID": "test-cluster",
         "OUTBOX_ALLOW_ADOPTION": "false",
+        "OUTBOX_ALLOW_DELETE_ADOPTED_TABLES": "false",
         "OUTBOX_RESYNC_PERIOD": "5m",
         "OUTBOX_CONCURRENCY": "4",
         "OUTBOX_METRICS_PORT": "8080",

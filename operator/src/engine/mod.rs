@@ -369,6 +369,9 @@ pub struct EngineConfig {
     pub cluster_id: String,
     /// Lets a pipeline with `table.adoptExisting` take over a table the operator did not create.
     pub allow_adoption: bool,
+    /// Lets `deletionPolicy: Delete` delete a table the operator adopted (tagged
+    /// `outbox.dev/adopted`); without it an adopted table is always retained.
+    pub allow_delete_adopted_tables: bool,
     /// Permissions boundary attached to every execution role the engine creates.
     pub permissions_boundary_arn: Option<String>,
     /// `<dir>/<arch>/<function>/bootstrap.zip`.

@@ -453,6 +453,7 @@ mod tests {
         let config = EngineConfig {
             cluster_id: cluster.into(),
             allow_adoption: false,
+            allow_delete_adopted_tables: false,
             permissions_boundary_arn: None,
             artifacts_dir: "/nonexistent".into(),
         };

@@ -141,7 +141,11 @@ pub fn diff(
     let mut changes = Vec::new();
     match owner.classify(&o.tags) {
         Ownership::Ours => {}
-        Ownership::Foreign if d.may_adopt => changes.push(Change::Adopt(d.tags.clone())),
+        Ownership::Foreign if d.may_adopt => {
+            let mut t = d.tags.clone();
+            t.insert(tags::ADOPTED.to_owned(), "true".to_owned());
+            changes.push(Change::Adopt(t));
+        }
         Ownership::Foreign => {
             return Err(EngineError::Conflict {
                 resource,
@@ -178,7 +182,11 @@ pub fn diff(
     {
         changes.push(Change::Billing);
     }
-    if o.deletion_protection != d.deletion_protection {
+    // On an adopted table the protection was someone else's choice: it may be switched on,
+    // never off.
+    let adopted =
+        o.tags.contains_key(tags::ADOPTED) || matches!(changes.first(), Some(Change::Adopt(_)));
+    if o.deletion_protection != d.deletion_protection && !(adopted && o.deletion_protection) {
         changes.push(Change::DeletionProtection(d.deletion_protection));
     }
     if o.pitr != d.pitr {
@@ -488,6 +496,23 @@ fn throughput(r: i64, w: i64) -> Result<ProvisionedThroughput, EngineError> {
         .map_err(|e| local("building provisioned throughput", e))
 }
 
+/// Why an adopted table is kept whatever its deletion policy, if it is: the operator may delete
+/// an adopted table only with `--allow-delete-adopted-tables`, and never switches off deletion
+/// protection on one (someone else set it).
+fn adopted_and_kept(ctx: &Ctx<'_>, o: &Observed) -> Option<&'static str> {
+    if !o.tags.contains_key(tags::ADOPTED) {
+        return None;
+    }
+    if !ctx.config.allow_delete_adopted_tables {
+        return Some(
+            "adopted table kept: deletionPolicy Delete applies to an adopted table only when the operator runs with --allow-delete-adopted-tables",
+        );
+    }
+    o.deletion_protection.then_some(
+        "adopted table kept: its deletion protection was not set by outbox-operator and is never switched off by it; turn it off yourself to let delete remove the table",
+    )
+}
+
 /// Delete step: honours the deletion policy; never touches a table that is not ours.
 /// Returns Ready when nothing of ours is left (a retained table counts as done).
 pub async fn delete(ctx: &mut Ctx<'_>) -> Result<Progress, EngineError> {
@@ -506,6 +531,10 @@ pub async fn delete(ctx: &mut Ctx<'_>) -> Result<Progress, EngineError> {
             &resource,
             "deletionPolicy Retain: the table and its data are kept",
         );
+        return Ok(Progress::Ready);
+    }
+    if let Some(reason) = adopted_and_kept(ctx, &o) {
+        ctx.record(Component::Table, Verb::Retain, &resource, reason);
         return Ok(Progress::Ready);
     }
     if o.status == "DELETING" {
@@ -627,7 +656,25 @@ mod tests {
         assert!(err.to_string().contains("dynamodb table t"));
         d.may_adopt = true;
         let changes = diff(&d, Some(&o), &owner()).unwrap();
-        assert_eq!(changes, vec![Change::Adopt(d.tags.clone())]);
+        // Adoption also marks the table as adopted (see `adopted_and_kept`).
+        let mut adopted = d.tags.clone();
+        adopted.insert(tags::ADOPTED.to_owned(), "true".to_owned());
+        assert_eq!(changes, vec![Change::Adopt(adopted)]);
+    }
+
+    #[test]
+    fn an_adopted_tables_deletion_protection_is_never_switched_off() {
+        let mut d = want();
+        d.deletion_protection = false;
+        let mut o = have(&d);
+        o.deletion_protection = true;
+        o.tags.insert(tags::ADOPTED.to_owned(), "true".to_owned());
+        assert_eq!(diff(&d, Some(&o), &owner()).unwrap(), vec![]);
+        o.tags.remove(tags::ADOPTED);
+        assert_eq!(
+            diff(&d, Some(&o), &owner()).unwrap(),
+            vec![Change::DeletionProtection(false)]
+        );
     }
 
     #[test]

@@ -9,6 +9,9 @@ pub const MANAGED_BY: &str = "outbox.dev/managed-by";
 pub const MANAGED_BY_VALUE: &str = "outbox-operator";
 pub const CLUSTER_ID: &str = "outbox.dev/cluster-id";
 pub const PIPELINE: &str = "outbox.dev/pipeline";
+/// Set on a table a pipeline adopted: its deletion protection is never switched off, and it is
+/// deleted only when the operator runs with `--allow-delete-adopted-tables`.
+pub const ADOPTED: &str = "outbox.dev/adopted";
 
 /// Who the engine acts for: an operator installation and one pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
