@@ -102,7 +102,7 @@ def lease_rules(name: str) -> list[dict[str, Any]]:
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": [name],
-            "verbs": ["get", "update", "patch"],
+            "verbs": ["get", "update"],
         },
     ]
 
