@@ -1,5 +1,5 @@
-//! One pass over a pipeline: the resource steps in creation order (reconcile, plan, status) or
-//! in reverse (delete), and the status built from how each component ended.
+//! One pass over a pipeline: the resource steps in creation order (reconcile, plan, status),
+//! and the status built from how each component ended. The delete pass is in [`teardown`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,10 +10,13 @@ use outbox_contract::{EventMapping, RelayConfig};
 
 use crate::crd::{ConditionType, ConsumerSpec, OutboxPipeline, OutboxPipelineStatus, Reason};
 
+mod teardown;
+pub use teardown::delete;
+
 use super::context::{Ctx, Progress};
 use super::{
-    AwsClients, Component, DeleteOutcome, EngineConfig, EngineError, Outcome, bucket, bus,
-    function, iam, mapping, permission, rule, table, target,
+    AwsClients, Component, EngineConfig, EngineError, Outcome, bucket, bus, function, iam, mapping,
+    permission, rule, table, target,
 };
 
 /// Requeue hint while AWS settles something (a function Pending, a table CREATING).
@@ -511,106 +514,8 @@ async fn remove_consumer(ctx: &mut Ctx<'_>, consumer: &str) -> Result<(), Engine
         return Ok(());
     }
     let bundled_fn = ctx.names.consumer_function(consumer);
-    for t in target::observe(ctx, &rule_name).await? {
-        if t.arn.contains(":lambda:") && !t.arn.ends_with(&format!(":function:{bundled_fn}")) {
-            permission::delete(ctx, consumer, &t.arn).await?;
-        }
-    }
+    teardown::remove_user_function_permissions(ctx, consumer).await?;
     function::delete(ctx, Component::Consumers, &bundled_fn).await?;
     iam::delete(ctx, Component::Consumers, &bundled_fn).await?;
     rule::delete(ctx, &rule_name).await
-}
-
-/// One delete pass in reverse creation order.
-pub async fn delete(
-    clients: &AwsClients,
-    config: &EngineConfig,
-    pipeline: &OutboxPipeline,
-) -> Result<DeleteOutcome, EngineError> {
-    let span = tracing::info_span!(
-        "pipeline_delete",
-        namespace = pipeline.namespace_or_default(),
-        name = pipeline.name_or_empty()
-    );
-    async move {
-        let mut ctx = Ctx::new(clients, config, pipeline, true);
-        let spec = &pipeline.spec;
-        // The table's ARN tells account and region (the failure bucket's name depends on them).
-        let table_name = ctx.names.table.clone();
-        if let Some(env) = table::observe(&ctx, &table_name)
-            .await?
-            .and_then(|t| super::context::AwsEnv::from_arn(&t.arn))
-        {
-            ctx.env = env;
-        }
-        // Consumers: the spec's and any whose rule is still on the bus.
-        let mut consumers: Vec<String> = spec.consumers.iter().map(|c| c.name.clone()).collect();
-        let bus_exists = bus::observe(&ctx, &ctx.names.bus.clone()).await?.is_some();
-        if bus_exists {
-            for r in rule::list(&ctx).await? {
-                if let Some(c) = ctx.names.consumer_of_rule(&r)
-                    && !consumers.iter().any(|x| x == c)
-                {
-                    consumers.push(c.to_owned());
-                }
-            }
-        }
-        for c in &consumers {
-            let user_fn = spec
-                .consumers
-                .iter()
-                .find(|s| &s.name == c)
-                .and_then(|s| s.target.lambda_function_arn.clone());
-            if let Some(f) = user_fn {
-                permission::delete(&mut ctx, c, &f).await?;
-            }
-            if bus_exists {
-                let rule_name = ctx.names.rule(c);
-                if !spec.consumers.iter().any(|s| &s.name == c) {
-                    // A consumer that left the spec: its target tells a user's function.
-                    let bundled_fn = ctx.names.consumer_function(c);
-                    for t in target::observe(&ctx, &rule_name).await? {
-                        if t.arn.contains(":lambda:")
-                            && !t.arn.ends_with(&format!(":function:{bundled_fn}"))
-                        {
-                            permission::delete(&mut ctx, c, &t.arn).await?;
-                        }
-                    }
-                }
-                rule::delete(&mut ctx, &rule_name).await?;
-            }
-        }
-        bus::delete(&mut ctx).await?;
-        let relay_fn = ctx.names.relay_function.clone();
-        mapping::delete(&mut ctx, &relay_fn).await?;
-        let mut functions = vec![
-            (Component::Relay, relay_fn),
-            (Component::Relay, ctx.names.writer_function.clone()),
-        ];
-        for c in &consumers {
-            functions.push((Component::Consumers, ctx.names.consumer_function(c)));
-        }
-        for (component, f) in &functions {
-            function::delete(&mut ctx, *component, f).await?;
-        }
-        for (component, f) in &functions {
-            iam::delete(&mut ctx, *component, f).await?;
-        }
-        // Also when the spec now names its own destination: an earlier bucket may still be there.
-        if ctx.env.is_known() {
-            bucket::delete(&mut ctx).await?;
-        }
-        let mut waits: Vec<String> = Vec::new();
-        if let Progress::Waiting(m) = table::delete(&mut ctx).await? {
-            waits.push(m);
-        }
-        let done = waits.is_empty();
-        Ok(DeleteOutcome {
-            actions: ctx.actions,
-            done,
-            requeue_after: if done { None } else { Some(SETTLE_REQUEUE) },
-        })
-    }
-    .instrument(span)
-    .await
 }

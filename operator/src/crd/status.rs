@@ -1,0 +1,210 @@
+//! The `OutboxPipeline` status: conditions (standard shape), their types and reasons, and the
+//! ARNs of what the pipeline made. Written by the engine, patched by the controller.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of the pipeline.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxPipelineStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, TableReady, RelayReady, BusReady and ConsumersReady.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Name of the DynamoDB table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_name: Option<String>,
+    /// ARN of the DynamoDB table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_arn: Option<String>,
+    /// ARN of the table's current stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
+    /// ARN of the relay function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_function_arn: Option<String>,
+    /// ARN of the writer function, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_function_arn: Option<String>,
+    /// ARNs of the bundled consumer functions, by consumer name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumer_function_arns: BTreeMap<String, String>,
+    /// UUID of the event source mapping (stream to relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source_mapping_uuid: Option<String>,
+    /// Name of the EventBridge bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_name: Option<String>,
+    /// ARN of the EventBridge bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_arn: Option<String>,
+    /// ARNs of the rules, by consumer name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_arns: BTreeMap<String, String>,
+    /// Where batches the relay could not publish end up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_destination_arn: Option<String>,
+    /// What the user must do outside the operator's reach (e.g. an SQS queue policy to allow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_actions: Vec<String>,
+}
+
+/// A condition in the standard Kubernetes shape.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, TableReady, RelayReady, BusReady or ConsumersReady.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, Deleting, Paused.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The spec generation the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Condition types, one per component plus the overall Ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConditionType {
+    Ready,
+    TableReady,
+    RelayReady,
+    BusReady,
+    ConsumersReady,
+}
+
+impl ConditionType {
+    pub const COMPONENTS: [ConditionType; 4] = [
+        ConditionType::TableReady,
+        ConditionType::RelayReady,
+        ConditionType::BusReady,
+        ConditionType::ConsumersReady,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::TableReady => "TableReady",
+            ConditionType::RelayReady => "RelayReady",
+            ConditionType::BusReady => "BusReady",
+            ConditionType::ConsumersReady => "ConsumersReady",
+        }
+    }
+}
+
+/// The one fixed set of reasons, used in conditions, CLI output, Events and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Reason {
+    Reconciled,
+    Progressing,
+    InvalidSpec,
+    Conflict,
+    AccessDenied,
+    AwsError,
+    Deleting,
+    Paused,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::Reconciled,
+        Reason::Progressing,
+        Reason::InvalidSpec,
+        Reason::Conflict,
+        Reason::AccessDenied,
+        Reason::AwsError,
+        Reason::Deleting,
+        Reason::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Reconciled => "Reconciled",
+            Reason::Progressing => "Progressing",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::Conflict => "Conflict",
+            Reason::AccessDenied => "AccessDenied",
+            Reason::AwsError => "AwsError",
+            Reason::Deleting => "Deleting",
+            Reason::Paused => "Paused",
+        }
+    }
+
+    /// Terminal reasons need a change (spec, AWS permissions, a foreign resource) before a retry
+    /// can succeed; they are not retried in a hot loop.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidSpec | Reason::Conflict | Reason::AccessDenied
+        )
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl OutboxPipelineStatus {
+    /// The condition of the given type, if set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
+
+    /// True when the Ready condition is "True".
+    pub fn is_ready(&self) -> bool {
+        self.condition(ConditionType::Ready)
+            .is_some_and(|c| c.status == "True")
+    }
+
+    /// Sets a condition, keeping lastTransitionTime when the status did not change.
+    pub fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        ok: bool,
+        reason: Reason,
+        message: impl Into<String>,
+        generation: Option<i64>,
+        now: &str,
+    ) {
+        let status = if ok { "True" } else { "False" };
+        let message = message.into();
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == type_.as_str())
+        {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now.to_owned();
+                }
+                c.status = status.to_owned();
+                c.reason = reason.as_str().to_owned();
+                c.message = message;
+                c.observed_generation = generation;
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.as_str().to_owned(),
+                status: status.to_owned(),
+                reason: reason.as_str().to_owned(),
+                message,
+                last_transition_time: now.to_owned(),
+                observed_generation: generation,
+            }),
+        }
+    }
+}
