@@ -4,6 +4,9 @@
 //! CI=true and are skipped (with a notice) otherwise. Every test uses its own cluster id, names
 //! and bus, so test binaries can share one moto server; nothing resets it.
 
+mod common;
+use common::{emulator_sdk, endpoint, engine_config, fixtures, record_calls, unique};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,35 +16,6 @@ use outbox_operator::engine::{
     AwsClients, CallInfo, Engine, EngineConfig, Outcome, Verb, aws_sdk_config, function,
     iam::same_document, names::Names, tags,
 };
-
-/// The emulator endpoint, or None (skip) outside CI.
-fn endpoint() -> Option<String> {
-    match std::env::var("OUTBOX_TEST_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => Some(e),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "OUTBOX_TEST_ENDPOINT is not set; the wire tests must run in CI (make test)"
-                );
-            }
-            eprintln!("skipping: OUTBOX_TEST_ENDPOINT is not set (run `make unit`)");
-            None
-        }
-    }
-}
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/artifacts")
-}
-
-/// A suffix unique to this run and test, so reruns against a long-lived moto do not collide.
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{test}-{:x}{:04x}", std::process::id(), nanos & 0xffff)
-}
 
 struct Harness {
     engine: Engine,
@@ -53,14 +27,7 @@ struct Harness {
 
 impl Harness {
     async fn new(endpoint: &str, cluster_id: &str, allow_adoption: bool) -> Harness {
-        // Dummy credentials unless the environment has some (make unit sets them).
-        if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
-            unsafe {
-                std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-                std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            }
-        }
-        let sdk = aws_sdk_config(Some("us-east-1".into()), Some(endpoint.to_owned())).await;
+        let sdk = emulator_sdk(endpoint).await;
         let calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
         let all_calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
         let sink = calls.clone();
@@ -68,21 +35,11 @@ impl Harness {
         let engine = Engine::new(
             &sdk,
             EngineConfig {
-                cluster_id: cluster_id.to_owned(),
                 allow_adoption,
-                allow_delete_adopted_tables: false,
-                permissions_boundary_arn: None,
-                artifacts_dir: fixtures(),
+                ..engine_config(cluster_id)
             },
         )
-        .with_call_observer(Arc::new(move |c: &CallInfo| {
-            if let Ok(mut v) = sink.lock() {
-                v.push(c.clone());
-            }
-            if let Ok(mut v) = all_sink.lock() {
-                v.push(c.clone());
-            }
-        }));
+        .with_call_observer(record_calls(vec![sink, all_sink]));
         // The test's own clients, without the observer: only the engine's calls are counted.
         let clients = AwsClients::from_conf(&sdk);
         Harness {
@@ -1380,20 +1337,11 @@ fn with_boundary(
     h.engine = Engine::new(
         sdk,
         EngineConfig {
-            cluster_id: cluster.to_owned(),
-            allow_adoption: false,
-            allow_delete_adopted_tables: false,
             permissions_boundary_arn: boundary.map(str::to_owned),
-            artifacts_dir: fixtures(),
+            ..engine_config(cluster)
         },
     )
-    .with_call_observer(Arc::new(move |c: &CallInfo| {
-        for s in [&sink, &all_sink] {
-            if let Ok(mut v) = s.lock() {
-                v.push(c.clone());
-            }
-        }
-    }));
+    .with_call_observer(record_calls(vec![sink, all_sink]));
 }
 
 async fn role_boundary(h: &Harness, role: &str) -> Option<String> {
@@ -1722,15 +1670,12 @@ async fn an_adopted_table_keeps_its_deletion_protection_and_is_deleted_only_when
     ));
 
     // Allowed, but the protection was not ours: still kept, and still protected.
-    let sdk = aws_sdk_config(Some("us-east-1".into()), Some(ep.clone())).await;
     h.engine = Engine::new(
-        &sdk,
+        &emulator_sdk(&ep).await,
         EngineConfig {
-            cluster_id: cluster.clone(),
             allow_adoption: true,
             allow_delete_adopted_tables: true,
-            permissions_boundary_arn: None,
-            artifacts_dir: fixtures(),
+            ..engine_config(&cluster)
         },
     );
     let out = h.engine.delete(&p).await.unwrap();

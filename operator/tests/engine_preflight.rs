@@ -4,39 +4,17 @@
 //!
 //! Needs OUTBOX_TEST_ENDPOINT like engine_moto.rs; every test uses its own cluster id and names.
 
+mod common;
+use common::{emulator_sdk, endpoint, engine_config, fixtures, record_calls, unique};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use outbox_operator::crd::{OutboxPipeline, Reason};
 use outbox_operator::engine::{
-    AwsClients, CallInfo, Engine, EngineConfig, EngineError, Outcome, aws_sdk_config, names::Names,
+    AwsClients, CallInfo, Engine, EngineConfig, EngineError, Outcome, names::Names,
     preflight::ALLOW_PIPELINES_TAG,
 };
-
-fn endpoint() -> Option<String> {
-    match std::env::var("OUTBOX_TEST_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => Some(e),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("OUTBOX_TEST_ENDPOINT is not set; the wire tests must run in CI");
-            }
-            eprintln!("skipping: OUTBOX_TEST_ENDPOINT is not set (run `make unit`)");
-            None
-        }
-    }
-}
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/artifacts")
-}
-
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{test}-{:x}{:04x}", std::process::id(), nanos & 0xffff)
-}
 
 struct Harness {
     engine: Engine,
@@ -62,30 +40,18 @@ impl Settings {
 
 impl Harness {
     async fn new(endpoint: &str, s: Settings) -> Harness {
-        if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
-            unsafe {
-                std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-                std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            }
-        }
-        let sdk = aws_sdk_config(Some("us-east-1".into()), Some(endpoint.to_owned())).await;
+        let sdk = emulator_sdk(endpoint).await;
         let calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
         let sink = calls.clone();
         let engine = Engine::new(
             &sdk,
             EngineConfig {
-                cluster_id: s.cluster_id,
-                allow_adoption: false,
-                allow_delete_adopted_tables: false,
                 permissions_boundary_arn: s.boundary,
                 artifacts_dir: s.artifacts_dir,
+                ..engine_config(&s.cluster_id)
             },
         )
-        .with_call_observer(Arc::new(move |c: &CallInfo| {
-            if let Ok(mut v) = sink.lock() {
-                v.push(c.clone());
-            }
-        }));
+        .with_call_observer(record_calls(vec![sink]));
         Harness {
             engine,
             clients: AwsClients::from_conf(&sdk),

@@ -4,67 +4,27 @@
 //!
 //! Needs OUTBOX_TEST_ENDPOINT (as engine_moto.rs); skipped outside CI without it.
 
+mod common;
+use common::{emulator_sdk, endpoint, engine_config, record_calls, unique};
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use outbox_operator::crd::{OutboxPipeline, Reason};
 use outbox_operator::engine::errors::aws_error;
-use outbox_operator::engine::{
-    CallInfo, Engine, EngineConfig, EngineError, Fence, aws_sdk_config, names::Names,
-};
-
-fn endpoint() -> Option<String> {
-    match std::env::var("OUTBOX_TEST_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => Some(e),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("OUTBOX_TEST_ENDPOINT is not set; the wire tests must run in CI");
-            }
-            eprintln!("skipping: OUTBOX_TEST_ENDPOINT is not set (run `make unit`)");
-            None
-        }
-    }
-}
-
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{test}-{:x}{:04x}", std::process::id(), nanos & 0xffff)
-}
+use outbox_operator::engine::{CallInfo, Engine, EngineError, Fence, names::Names};
 
 async fn fenced_engine(
     endpoint: &str,
     cluster: &str,
     fence: &Fence,
 ) -> (Engine, Arc<Mutex<Vec<CallInfo>>>) {
-    if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        }
-    }
-    let sdk = aws_sdk_config(Some("us-east-1".into()), Some(endpoint.to_owned())).await;
+    let sdk = emulator_sdk(endpoint).await;
     let calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
     let sink = calls.clone();
-    let engine = Engine::new(
-        &sdk,
-        EngineConfig {
-            cluster_id: cluster.to_owned(),
-            allow_adoption: false,
-            allow_delete_adopted_tables: false,
-            permissions_boundary_arn: None,
-            artifacts_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/artifacts"),
-        },
-    )
-    .with_call_observer(Arc::new(move |c: &CallInfo| {
-        if let Ok(mut v) = sink.lock() {
-            v.push(c.clone());
-        }
-    }))
-    .with_fence(fence.clone());
+    let engine = Engine::new(&sdk, engine_config(cluster))
+        .with_call_observer(record_calls(vec![sink]))
+        .with_fence(fence.clone());
     (engine, calls)
 }
 
