@@ -168,6 +168,34 @@ fn no_wildcard_actions_and_pass_role_only_to_lambda_for_outbox_roles() {
     }
 }
 
+/// The engine removes only spec.tags keys it applied; the policy makes sure no untag call can strip
+/// an ownership tag (which would turn an owned resource foreign, or another cluster's into one
+/// this pipeline could claim).
+#[test]
+fn ownership_tags_can_never_be_removed() {
+    let p = operator_policy();
+    for action in [
+        "dynamodb:UntagResource",
+        "lambda:UntagResource",
+        "events:UntagResource",
+        "iam:UntagRole",
+    ] {
+        let deny = statements(&p)
+            .into_iter()
+            .find(|s| {
+                s["Effect"] == "Deny"
+                    && list(&s["Action"]).iter().any(|a| action_matches(a, action))
+                    && list(&s["Resource"]).iter().any(|r| r == "*")
+            })
+            .unwrap_or_else(|| panic!("no Deny for {action}"));
+        assert_eq!(
+            list(&deny["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"]),
+            vec!["outbox.dev/*".to_owned()],
+            "{action}: {deny}"
+        );
+    }
+}
+
 #[test]
 fn mutations_of_existing_resources_are_scoped_by_the_ownership_tag() {
     let p = operator_policy();
@@ -184,6 +212,10 @@ fn mutations_of_existing_resources_are_scoped_by_the_ownership_tag() {
         "events:RemoveTargets",
         "iam:DeleteRole",
         "iam:UpdateAssumeRolePolicy",
+        "dynamodb:UntagResource",
+        "lambda:UntagResource",
+        "events:UntagResource",
+        "iam:UntagRole",
     ] {
         let found = allow_statements_with(&p, action);
         assert!(!found.is_empty(), "{action} is not allowed at all");

@@ -28,7 +28,9 @@ pub enum Observed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     Create,
-    Tag(BTreeMap<String, String>),
+    /// PutBucketTagging replaces the whole set: the tags the bucket is to carry, and the keys
+    /// that leave it (the operator's own, dropped from spec.tags).
+    Tag(BTreeMap<String, String>, Vec<String>),
 }
 
 /// Pure: wanted tags vs the bucket.
@@ -39,18 +41,21 @@ pub fn diff(
     owner: &tags::Owner,
 ) -> Result<Vec<Change>, EngineError> {
     match o {
-        Observed::Missing => Ok(vec![Change::Create, Change::Tag(wanted.clone())]),
-        Observed::Exists(t) if t.is_empty() => Ok(vec![Change::Tag(wanted.clone())]),
+        Observed::Missing => Ok(vec![Change::Create, Change::Tag(wanted.clone(), vec![])]),
+        Observed::Exists(t) if t.is_empty() => Ok(vec![Change::Tag(wanted.clone(), vec![])]),
         Observed::Exists(t) => match owner.classify(t) {
             Ownership::Ours => {
+                let stale = tags::stale(wanted, t);
                 let missing = tags::missing(wanted, t);
-                Ok(if missing.is_empty() {
+                Ok(if missing.is_empty() && stale.is_empty() {
                     vec![]
                 } else {
-                    // PutBucketTagging replaces the set: send the union.
+                    // Someone else's tags stay: the bucket's set minus ours that left the spec,
+                    // plus what is missing.
                     let mut all = t.clone();
+                    all.retain(|k, _| !stale.contains(k));
                     all.extend(missing);
-                    vec![Change::Tag(all)]
+                    vec![Change::Tag(all, stale)]
                 })
             }
             other => Err(tags::conflict(&format!("s3 bucket {name}"), &other)),
@@ -148,7 +153,7 @@ pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<String, EngineError> {
                     "failure destination of the relay",
                 );
             }
-            Change::Tag(t) => {
+            Change::Tag(t, removed) => {
                 if ctx.apply {
                     s3.put_bucket_tagging()
                         .bucket(&name)
@@ -161,7 +166,15 @@ pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<String, EngineError> {
                     Component::Relay,
                     Verb::Update,
                     &resource,
-                    format!("tags: {}", tags::describe(&t)),
+                    if removed.is_empty() {
+                        format!("tags: {}", tags::describe(&t))
+                    } else {
+                        format!(
+                            "tags: {}; {}",
+                            tags::describe(&t),
+                            tags::describe_removal(&removed)
+                        )
+                    },
                 );
             }
         }
@@ -220,10 +233,29 @@ mod tests {
         let t = owner().desired_tags(&BTreeMap::new());
         assert_eq!(
             diff("b", &t, &Observed::Missing, &owner()).unwrap(),
-            vec![Change::Create, Change::Tag(t.clone())]
+            vec![Change::Create, Change::Tag(t.clone(), vec![])]
         );
         assert!(
             diff("b", &t, &Observed::Exists(t.clone()), &owner())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_tag_dropped_from_the_spec_leaves_the_set_and_a_hand_added_one_stays() {
+        let team = BTreeMap::from([("team".to_owned(), "a".to_owned())]);
+        let mut observed = owner().desired_tags(&team);
+        observed.insert("hand".into(), "x".into());
+        let wanted = owner().desired_tags(&BTreeMap::new());
+        let mut expected = wanted.clone();
+        expected.insert("hand".into(), "x".into());
+        assert_eq!(
+            diff("b", &wanted, &Observed::Exists(observed), &owner()).unwrap(),
+            vec![Change::Tag(expected.clone(), vec!["team".into()])]
+        );
+        assert!(
+            diff("b", &wanted, &Observed::Exists(expected), &owner())
                 .unwrap()
                 .is_empty()
         );

@@ -20,6 +20,7 @@ pub struct Observed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     Create,
+    Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
 }
 
@@ -34,12 +35,28 @@ pub fn diff(
         return Ok(vec![Change::Create]);
     };
     owner.require_ours(&o.tags, &format!("eventbridge bus {name}"))?;
-    let missing = tags::missing(tags_wanted, &o.tags);
-    Ok(if missing.is_empty() {
-        vec![]
-    } else {
-        vec![Change::Tag(missing)]
-    })
+    Ok(tags::changes(
+        tags_wanted,
+        &o.tags,
+        Change::Untag,
+        Change::Tag,
+    ))
+}
+
+/// Removes tags from an EventBridge resource (bus or rule).
+pub async fn untag(
+    eb: &aws_sdk_eventbridge::Client,
+    arn: &str,
+    keys: &[String],
+    resource: &str,
+) -> Result<(), EngineError> {
+    eb.untag_resource()
+        .resource_arn(arn)
+        .set_tag_keys(Some(keys.to_vec()))
+        .send()
+        .await
+        .aws("UntagResource", resource)?;
+    Ok(())
 }
 
 pub fn eb_tags(t: &BTreeMap<String, String>) -> Result<Vec<Tag>, EngineError> {
@@ -116,6 +133,17 @@ pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<Option<String>, EngineError>
                     arn = out.event_bus_arn().map(str::to_owned);
                 }
                 ctx.record(Component::Bus, Verb::Create, &resource, "");
+            }
+            Change::Untag(keys) => {
+                if ctx.apply {
+                    untag(&eb, arn.as_deref().unwrap_or_default(), &keys, &resource).await?;
+                }
+                ctx.record(
+                    Component::Bus,
+                    Verb::Update,
+                    &resource,
+                    tags::describe_removal(&keys),
+                );
             }
             Change::Tag(t) => {
                 if ctx.apply {

@@ -69,6 +69,7 @@ pub enum Change {
     Configuration(Vec<&'static str>),
     /// Why the code is uploaded.
     Code(&'static str),
+    Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
 }
 
@@ -137,10 +138,7 @@ pub fn diff(
     } else if o.code_sha256 != code_sha {
         changes.push(Change::Code("CodeSha256 differs from the artifact"));
     }
-    let missing = tags::missing(&d.tags, &o.tags);
-    if !missing.is_empty() {
-        changes.push(Change::Tag(missing));
-    }
+    changes.extend(tags::changes(&d.tags, &o.tags, Change::Untag, Change::Tag));
     Ok(Diff::Changes(changes))
 }
 
@@ -267,6 +265,7 @@ pub async fn reconcile(
             ),
             Change::Configuration(f) => (Verb::Update, format!("configuration: {}", f.join(", "))),
             Change::Code(why) => (Verb::Update, format!("code: {why}")),
+            Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
         };
         if !ctx.apply {
@@ -339,6 +338,16 @@ pub async fn reconcile(
                     .await
                     .aws("UpdateFunctionCode", &resource)?;
                 settle(&resource, c.state(), c.last_update_status())
+            }
+            Change::Untag(keys) => {
+                lambda
+                    .untag_resource()
+                    .resource(out.arn.clone().unwrap_or_default())
+                    .set_tag_keys(Some(keys.clone()))
+                    .send()
+                    .await
+                    .aws("UntagResource", &resource)?;
+                Progress::Ready
             }
             Change::Tag(t) => {
                 lambda

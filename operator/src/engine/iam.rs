@@ -187,6 +187,7 @@ pub enum Change {
     /// Sets the configured boundary (never removes one).
     Boundary(String),
     Policy,
+    Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
 }
 
@@ -219,10 +220,7 @@ pub fn diff(
     {
         changes.push(Change::Policy);
     }
-    let missing = tags::missing(&d.tags, &o.tags);
-    if !missing.is_empty() {
-        changes.push(Change::Tag(missing));
-    }
+    changes.extend(tags::changes(&d.tags, &o.tags, Change::Untag, Change::Tag));
     Ok(changes)
 }
 
@@ -314,6 +312,7 @@ pub async fn reconcile(
             Change::Trust => (Verb::Update, "trust policy".to_owned()),
             Change::Boundary(b) => (Verb::Update, format!("permissions boundary: -> {b}")),
             Change::Policy => (Verb::Update, format!("inline policy {POLICY_NAME}")),
+            Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
         };
         if ctx.apply {
@@ -359,6 +358,14 @@ pub async fn reconcile(
                         .send()
                         .await
                         .aws("PutRolePolicy", &resource)?;
+                }
+                Change::Untag(keys) => {
+                    iam.untag_role()
+                        .role_name(&name)
+                        .set_tag_keys(Some(keys.clone()))
+                        .send()
+                        .await
+                        .aws("UntagRole", &resource)?;
                 }
                 Change::Tag(t) => {
                     iam.tag_role()

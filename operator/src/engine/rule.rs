@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_eventbridge::types::RuleState;
 use serde_json::Value;
 
-use super::bus::{eb_tags, list_tags};
+use super::bus::{eb_tags, list_tags, untag};
 use super::context::Ctx;
 use super::errors::{AwsResultExt, aws_error, is_not_found};
 use super::tags;
@@ -23,6 +23,7 @@ pub struct Observed {
 pub enum Change {
     Create,
     Update(Vec<&'static str>),
+    Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
 }
 
@@ -49,10 +50,12 @@ pub fn diff(
     if !what.is_empty() {
         changes.push(Change::Update(what));
     }
-    let missing = tags::missing(wanted_tags, &o.tags);
-    if !missing.is_empty() {
-        changes.push(Change::Tag(missing));
-    }
+    changes.extend(tags::changes(
+        wanted_tags,
+        &o.tags,
+        Change::Untag,
+        Change::Tag,
+    ));
     Ok(changes)
 }
 
@@ -99,6 +102,7 @@ pub async fn reconcile(
         let (verb, detail) = match &change {
             Change::Create => (Verb::Create, format!("pattern {pattern}")),
             Change::Update(w) => (Verb::Update, w.join(", ")),
+            Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
         };
         if ctx.apply {
@@ -119,6 +123,9 @@ pub async fn reconcile(
                     }
                     let out = req.send().await.aws("PutRule", &resource)?;
                     arn = out.rule_arn().map(str::to_owned).or(arn);
+                }
+                Change::Untag(keys) => {
+                    untag(&eb, arn.as_deref().unwrap_or_default(), keys, &resource).await?;
                 }
                 Change::Tag(t) => {
                     eb.tag_resource()

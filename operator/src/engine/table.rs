@@ -63,6 +63,7 @@ pub enum Change {
     Billing,
     DeletionProtection(bool),
     Pitr(bool),
+    Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
 }
 
@@ -86,6 +87,7 @@ impl Change {
                 (Verb::Update, format!("deletion protection: -> {on}"))
             }
             Change::Pitr(on) => (Verb::Update, format!("point-in-time recovery: -> {on}")),
+            Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
         }
     }
@@ -193,10 +195,7 @@ pub fn diff(
         changes.push(Change::Pitr(d.pitr));
     }
     if !matches!(changes.first(), Some(Change::Adopt(_))) {
-        let missing = tags::missing(&d.tags, &o.tags);
-        if !missing.is_empty() {
-            changes.push(Change::Tag(missing));
-        }
+        changes.extend(tags::changes(&d.tags, &o.tags, Change::Untag, Change::Tag));
     }
     Ok(changes)
 }
@@ -408,6 +407,14 @@ pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<(TableOut, Progress), Engine
                     .send()
                     .await
                     .aws("TagResource", &resource)?;
+            }
+            Change::Untag(keys) => {
+                ddb.untag_resource()
+                    .resource_arn(out.arn.clone().unwrap_or_default())
+                    .set_tag_keys(Some(keys.clone()))
+                    .send()
+                    .await
+                    .aws("UntagResource", &resource)?;
             }
             Change::EnableStream => {
                 let res = ddb

@@ -1,7 +1,9 @@
 //! Ownership tags: every resource the engine creates carries them, and every resource it finds is
 //! classified by them before it is touched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
 
 use super::EngineError;
 
@@ -12,6 +14,13 @@ pub const PIPELINE: &str = "outbox.dev/pipeline";
 /// Set on a table a pipeline adopted: its deletion protection is never switched off, and it is
 /// deleted only when the operator runs with `--allow-delete-adopted-tables`.
 pub const ADOPTED: &str = "outbox.dev/adopted";
+/// The record of which `spec.tags` keys the operator applied, so that a key later dropped from
+/// the spec is removed again and a tag someone else set never is. AWS tag values allow only
+/// letters, digits, space and `_.:/=+-@`, at most 256 characters, and keys may hold all of
+/// those: so the value is not the keys but a space-separated, sorted list of fingerprints, the
+/// first 30 bits of each key's SHA-256 as 5 base64 characters (40 keys, the CRD's maximum, take
+/// 239 characters). A foreign key matches a recorded fingerprint with odds of about 1 in 10^8.
+pub const MANAGED_TAGS: &str = "outbox.dev/managed-tags";
 
 /// Who the engine acts for: an operator installation and one pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,10 +45,12 @@ pub enum Ownership {
 }
 
 impl Owner {
-    /// The tags every resource of the pipeline gets: the spec's tags plus the ownership tags
-    /// (which win; the CRD rejects reserved keys in spec.tags anyway).
+    /// The tags every resource of the pipeline gets: the spec's tags, the record of their keys
+    /// ([`MANAGED_TAGS`]) and the ownership tags (which win; the CRD rejects reserved keys in
+    /// spec.tags anyway).
     pub fn desired_tags(&self, spec_tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut tags = spec_tags.clone();
+        tags.insert(MANAGED_TAGS.to_owned(), record(spec_tags.keys()));
         tags.insert(MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned());
         tags.insert(CLUSTER_ID.to_owned(), self.cluster_id.clone());
         tags.insert(PIPELINE.to_owned(), self.pipeline.clone());
@@ -124,6 +135,70 @@ pub fn missing(
         .collect()
 }
 
+/// The [`MANAGED_TAGS`] value for these keys.
+fn record<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let mut prints: Vec<String> = keys.map(|k| fingerprint(k)).collect();
+    prints.sort();
+    prints.join(" ")
+}
+
+/// The first 30 bits of the key's SHA-256, as 5 characters of the standard base64 alphabet
+/// (all of which AWS allows in a tag value).
+fn fingerprint(key: &str) -> String {
+    use base64::Engine as _;
+    let digest = Sha256::digest(key.as_bytes());
+    let mut text = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&digest[..4]);
+    text.truncate(5);
+    text
+}
+
+/// Tags on `observed` that the operator applied earlier (their keys' fingerprints are in the
+/// observed [`MANAGED_TAGS`] record) and that `desired` no longer has: to be removed. A tag
+/// without a record (set by someone else, or applied before the record existed) is never listed,
+/// nor is a reserved key.
+pub fn stale(
+    desired: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let Some(recorded) = observed.get(MANAGED_TAGS) else {
+        return Vec::new();
+    };
+    let recorded: BTreeSet<&str> = recorded.split_whitespace().collect();
+    observed
+        .keys()
+        .filter(|k| !desired.contains_key(*k))
+        .filter(|k| !k.starts_with("outbox.dev/") && !k.starts_with("aws:"))
+        .filter(|k| recorded.contains(fingerprint(k).as_str()))
+        .cloned()
+        .collect()
+}
+
+/// The tag changes that bring `observed` to `desired`, in the order they must run: first remove
+/// the [`stale`] keys (the old record still lists them, so a failed removal is retried on the next
+/// pass), then set what is [`missing`], the new record with it, in one call.
+pub fn changes<C>(
+    desired: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, String>,
+    untag: impl FnOnce(Vec<String>) -> C,
+    tag: impl FnOnce(BTreeMap<String, String>) -> C,
+) -> Vec<C> {
+    let mut out = Vec::new();
+    let stale = stale(desired, observed);
+    if !stale.is_empty() {
+        out.push(untag(stale));
+    }
+    let missing = missing(desired, observed);
+    if !missing.is_empty() {
+        out.push(tag(missing));
+    }
+    out
+}
+
+/// `remove tags: k, ...` for action details.
+pub fn describe_removal(keys: &[String]) -> String {
+    format!("remove tags: {}", keys.join(", "))
+}
+
 /// `k=v, ...` for action details.
 pub fn describe(tags: &BTreeMap<String, String>) -> String {
     tags.iter()
@@ -182,6 +257,50 @@ mod tests {
         let e = conflict("dynamodb table t", &Ownership::Foreign);
         assert_eq!(e.reason(), crate::crd::Reason::Conflict);
         assert!(e.to_string().contains("dynamodb table t"));
+    }
+
+    #[test]
+    fn the_record_fits_forty_keys_of_any_allowed_characters_in_one_tag_value() {
+        let spec: BTreeMap<String, String> = (0..40)
+            .map(|i| {
+                (
+                    format!("key {i} with spaces/slashes:+=@-_.{}", "x".repeat(90)),
+                    String::new(),
+                )
+            })
+            .collect();
+        let value = owner().desired_tags(&spec)[MANAGED_TAGS].clone();
+        assert!(value.chars().count() <= 256, "{}", value.len());
+        assert_eq!(value.split(' ').count(), 40);
+        assert!(
+            value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c)),
+            "{value}"
+        );
+        assert_eq!(owner().desired_tags(&BTreeMap::new())[MANAGED_TAGS], "");
+    }
+
+    #[test]
+    fn stale_lists_only_keys_the_operator_recorded_and_the_spec_dropped() {
+        let before = BTreeMap::from([
+            ("team".to_owned(), "a".to_owned()),
+            ("cost center".to_owned(), "b".to_owned()),
+        ]);
+        let mut observed = owner().desired_tags(&before);
+        observed.insert("hand-added".into(), "x".into());
+        let after = BTreeMap::from([("team".to_owned(), "a".to_owned())]);
+        let desired = owner().desired_tags(&after);
+        assert_eq!(stale(&desired, &observed), vec!["cost center".to_owned()]);
+        assert!(stale(&observed, &observed).is_empty());
+        // No record (a resource from before the record existed, or someone else's): nothing goes.
+        observed.remove(MANAGED_TAGS);
+        assert!(stale(&desired, &observed).is_empty());
+        // Reserved keys are never removed, whatever the record says.
+        let mut forged = owner().desired_tags(&BTreeMap::new());
+        forged.insert(MANAGED_TAGS.into(), fingerprint(ADOPTED));
+        forged.insert(ADOPTED.into(), "true".into());
+        assert!(stale(&owner().desired_tags(&BTreeMap::new()), &forged).is_empty());
     }
 
     #[test]
