@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, Tag, Tagging};
 
 use super::context::Ctx;
-use super::errors::{AwsResultExt, aws_error, code_of, is_not_found, local};
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt, aws_error, code_of, is_not_found, local};
 use super::tags::{self, Ownership};
 use super::{Component, EngineError, Verb};
 
@@ -31,6 +32,9 @@ pub enum Change {
     /// PutBucketTagging replaces the whole set: the tags the bucket is to carry, and the keys
     /// that leave it (the operator's own, dropped from spec.tags).
     Tag(BTreeMap<String, String>, Vec<String>),
+    Delete,
+    /// Delete keeps a bucket that holds failed batches.
+    Keep,
 }
 
 /// Pure: wanted tags vs the bucket.
@@ -86,137 +90,158 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Observed, EngineError>
 }
 
 fn tagging(t: &BTreeMap<String, String>) -> Result<Tagging, EngineError> {
-    let tags = t
-        .iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| local("building s3 tag", e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let tags = tags::sdk_tags(t, "s3", |k, v| Tag::builder().key(k).value(v).build())?;
     Tagging::builder()
         .set_tag_set(Some(tags))
         .build()
         .map_err(|e| local("building s3 tagging", e))
 }
 
-/// Observe → diff → apply; returns the bucket ARN.
-pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<String, EngineError> {
-    if !ctx.env.is_known() {
-        // Plan of a new pipeline: the name depends on the account, known once the table exists.
-        ctx.record(
-            Component::Relay,
-            Verb::Create,
-            "s3 bucket (name derived from the account after apply)",
-            "failure destination of the relay",
-        );
-        return Ok("<failure bucket ARN after apply>".to_owned());
-    }
-    let name = ctx.names.bucket(&ctx.env.account, &ctx.env.region);
-    let arn = ctx.env.bucket_arn(&name);
-    let resource = format!("s3 bucket {name}");
-    let observed = observe(ctx, &name).await?;
-    let changes = diff(&name, &ctx.tags, &observed, &ctx.owner)?;
-    let s3 = ctx.clients.s3.clone();
-    for change in changes {
-        match change {
-            Change::Create => {
-                if ctx.apply {
-                    let mut req = s3.create_bucket().bucket(&name);
-                    if ctx.env.region != "us-east-1" {
-                        req = req.create_bucket_configuration(
-                            CreateBucketConfiguration::builder()
-                                .location_constraint(BucketLocationConstraint::from(
-                                    ctx.env.region.as_str(),
-                                ))
-                                .build(),
-                        );
-                    }
-                    match req.send().await {
-                        Ok(_) => {}
-                        Err(e) if code_of(&e) == Some("BucketAlreadyOwnedByYou") => {}
-                        Err(e) if code_of(&e) == Some("BucketAlreadyExists") => {
-                            return Err(EngineError::Conflict {
-                                resource,
-                                detail: "the name is taken by another AWS account; set spec.relay.onFailureDestinationArn".to_owned(),
-                            });
-                        }
-                        Err(e) => return Err(aws_error(&e, "CreateBucket", &resource)),
-                    }
-                }
-                ctx.record(
-                    Component::Relay,
-                    Verb::Create,
-                    &resource,
-                    "failure destination of the relay",
-                );
-            }
-            Change::Tag(t, removed) => {
-                if ctx.apply {
-                    s3.put_bucket_tagging()
-                        .bucket(&name)
-                        .tagging(tagging(&t)?)
-                        .send()
-                        .await
-                        .aws("PutBucketTagging", &resource)?;
-                }
-                ctx.record(
-                    Component::Relay,
-                    Verb::Update,
-                    &resource,
-                    if removed.is_empty() {
-                        format!("tags: {}", tags::describe(&t))
-                    } else {
-                        format!(
-                            "tags: {}; {}",
-                            tags::describe(&t),
-                            tags::describe_removal(&removed)
-                        )
-                    },
-                );
-            }
-        }
-    }
-    Ok(arn)
+/// The failure bucket. `name` is None while the account is unknown (plan of a new pipeline:
+/// the name is derived from the account, known once the table exists).
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    pub name: Option<String>,
+    pub region: String,
+    pub tags: BTreeMap<String, String>,
 }
 
-/// Deletes the bucket when it is ours and empty; retains it (and says so) when it holds records.
-pub async fn delete(ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
-    let name = ctx.names.bucket(&ctx.env.account, &ctx.env.region);
-    let resource = format!("s3 bucket {name}");
-    let tags = match observe(ctx, &name).await? {
-        Observed::Missing => return Ok(()),
-        Observed::Exists(t) => t,
-    };
-    if ctx.owner.leaves_alone(&tags, &resource) {
-        return Ok(());
+impl Bucket {
+    fn name(&self) -> Result<&str, EngineError> {
+        self.name
+            .as_deref()
+            .ok_or_else(|| local("s3 bucket", "the account is not known yet"))
     }
-    let s3 = ctx.clients.s3.clone();
-    let listing = s3
-        .list_objects_v2()
-        .bucket(&name)
-        .max_keys(1)
-        .send()
-        .await
-        .aws("ListObjectsV2", &resource)?;
-    if listing.key_count().unwrap_or(0) > 0 || !listing.contents().is_empty() {
-        ctx.record(
-            Component::Relay,
-            Verb::Retain,
-            &resource,
-            "it holds batches the relay could not publish; kept so no failed record is lost (inspect and delete it by hand)",
-        );
-        return Ok(());
+
+    async fn create(&self, s3: &aws_sdk_s3::Client) -> Result<(), EngineError> {
+        let name = self.name()?;
+        let resource = self.resource();
+        let mut req = s3.create_bucket().bucket(name);
+        if self.region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if code_of(&e) == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) if code_of(&e) == Some("BucketAlreadyExists") => Err(EngineError::Conflict {
+                resource,
+                detail: "the name is taken by another AWS account; set spec.relay.onFailureDestinationArn".to_owned(),
+            }),
+            Err(e) => Err(aws_error(&e, "CreateBucket", &resource)),
+        }
     }
-    match s3.delete_bucket().bucket(&name).send().await {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(aws_error(&e, "DeleteBucket", &resource)),
+}
+
+impl Resource for Bucket {
+    type Observed = Observed;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        Component::Relay
     }
-    ctx.record(Component::Relay, Verb::Delete, &resource, "empty");
-    Ok(())
+
+    fn resource(&self) -> String {
+        match &self.name {
+            Some(n) => format!("s3 bucket {n}"),
+            None => "s3 bucket (name derived from the account after apply)".to_owned(),
+        }
+    }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Observed, EngineError> {
+        match &self.name {
+            Some(n) => observe(ctx, n).await,
+            None => Ok(Observed::Missing),
+        }
+    }
+
+    fn diff(&self, o: &Observed, owner: &tags::Owner) -> Result<Diff<Change>, EngineError> {
+        if self.name.is_none() {
+            return Ok(Diff::changes(vec![Change::Create]));
+        }
+        diff(self.name()?, &self.tags, o, owner).map(Diff::changes)
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
+        match change {
+            Change::Create => (Verb::Create, "failure destination of the relay".to_owned()),
+            Change::Tag(t, removed) if removed.is_empty() => {
+                (Verb::Update, format!("tags: {}", tags::describe(t)))
+            }
+            Change::Tag(t, removed) => (
+                Verb::Update,
+                format!(
+                    "tags: {}; {}",
+                    tags::describe(t),
+                    tags::describe_removal(removed)
+                ),
+            ),
+            Change::Delete => (Verb::Delete, "empty".to_owned()),
+            Change::Keep => (
+                Verb::Retain,
+                "it holds batches the relay could not publish; kept so no failed record is lost (inspect and delete it by hand)".to_owned(),
+            ),
+        }
+    }
+
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        _state: &mut Observed,
+    ) -> Result<Applied, EngineError> {
+        let s3 = &w.clients().s3;
+        let resource = self.resource();
+        match change {
+            Change::Create => self.create(s3).await?,
+            Change::Tag(t, _) => {
+                s3.put_bucket_tagging()
+                    .bucket(self.name()?)
+                    .tagging(tagging(t)?)
+                    .send()
+                    .await
+                    .aws("PutBucketTagging", &resource)?;
+            }
+            Change::Delete => {
+                s3.delete_bucket()
+                    .bucket(self.name()?)
+                    .send()
+                    .await
+                    .found("DeleteBucket", &resource)?;
+            }
+            Change::Keep => {}
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Deletes the bucket when it is ours and empty; keeps it (and says so) when it holds records.
+    async fn removal(&self, ctx: &Ctx<'_>, o: &Observed) -> Result<Diff<Change>, EngineError> {
+        let (Some(name), Observed::Exists(tags)) = (&self.name, o) else {
+            return Ok(Diff::none());
+        };
+        let resource = self.resource();
+        if ctx.owner.leaves_alone(tags, &resource) {
+            return Ok(Diff::none());
+        }
+        let listing = ctx
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(name)
+            .max_keys(1)
+            .send()
+            .await
+            .aws("ListObjectsV2", &resource)?;
+        let holds_records = listing.key_count().unwrap_or(0) > 0 || !listing.contents().is_empty();
+        Ok(Diff::changes(vec![if holds_records {
+            Change::Keep
+        } else {
+            Change::Delete
+        }]))
+    }
 }
 
 #[cfg(test)]

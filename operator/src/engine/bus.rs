@@ -7,7 +7,8 @@ use aws_sdk_eventbridge::types::Tag;
 use crate::crd::DeletionPolicy;
 
 use super::context::Ctx;
-use super::errors::{AwsResultExt, aws_error, is_not_found, local};
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt};
 use super::tags;
 use super::{Component, EngineError, Verb};
 
@@ -22,6 +23,17 @@ pub enum Change {
     Create,
     Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
+    Delete,
+    /// Delete keeps the bus, and says why.
+    Keep(String),
+}
+
+/// The pipeline's bus: its name, tags and deletion policy.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    pub deletion_policy: DeletionPolicy,
 }
 
 /// Pure: the bus wanted (`name`, `tags`) vs what exists.
@@ -59,16 +71,26 @@ pub async fn untag(
     Ok(())
 }
 
+/// Sets tags on an EventBridge resource (bus or rule).
+pub async fn tag(
+    eb: &aws_sdk_eventbridge::Client,
+    arn: &str,
+    t: &BTreeMap<String, String>,
+    resource: &str,
+) -> Result<(), EngineError> {
+    eb.tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(eb_tags(t)?))
+        .send()
+        .await
+        .aws("TagResource", resource)?;
+    Ok(())
+}
+
 pub fn eb_tags(t: &BTreeMap<String, String>) -> Result<Vec<Tag>, EngineError> {
-    t.iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| local("building eventbridge tag", e))
-        })
-        .collect()
+    tags::sdk_tags(t, "eventbridge", |k, v| {
+        Tag::builder().key(k).value(v).build()
+    })
 }
 
 /// Tags of an EventBridge resource (bus or rule).
@@ -94,122 +116,118 @@ pub async fn list_tags(
 
 pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
     let resource = format!("eventbridge bus {name}");
-    let out = match ctx
+    let Some(out) = ctx
         .clients
         .eventbridge
         .describe_event_bus()
         .name(name)
         .send()
         .await
-    {
-        Ok(o) => o,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(aws_error(&e, "DescribeEventBus", &resource)),
+        .found("DescribeEventBus", &resource)?
+    else {
+        return Ok(None);
     };
     let arn = out.arn().unwrap_or_default().to_owned();
     let tags = list_tags(ctx, &arn, &resource).await?;
     Ok(Some(Observed { arn, tags }))
 }
 
-/// Observe → diff → apply; returns the bus ARN (None only in plan mode for a new bus).
-pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<Option<String>, EngineError> {
-    let name = ctx.names.bus.clone();
-    let resource = format!("eventbridge bus {name}");
-    let observed = observe(ctx, &name).await?;
-    let changes = diff(&name, &ctx.tags, observed.as_ref(), &ctx.owner)?;
-    let mut arn = observed.map(|o| o.arn);
-    let eb = ctx.clients.eventbridge.clone();
-    for change in changes {
+impl Resource for Bus {
+    type Observed = Option<Observed>;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        Component::Bus
+    }
+
+    fn resource(&self) -> String {
+        format!("eventbridge bus {}", self.name)
+    }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Option<Observed>, EngineError> {
+        observe(ctx, &self.name).await
+    }
+
+    fn diff(&self, o: &Option<Observed>, owner: &tags::Owner) -> Result<Diff<Change>, EngineError> {
+        diff(&self.name, &self.tags, o.as_ref(), owner).map(Diff::changes)
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
         match change {
-            Change::Create => {
-                if ctx.apply {
-                    let out = eb
-                        .create_event_bus()
-                        .name(&name)
-                        .set_tags(Some(eb_tags(&ctx.tags)?))
-                        .send()
-                        .await
-                        .aws("CreateEventBus", &resource)?;
-                    arn = out.event_bus_arn().map(str::to_owned);
-                }
-                ctx.record(Component::Bus, Verb::Create, &resource, "");
-            }
-            Change::Untag(keys) => {
-                if ctx.apply {
-                    untag(&eb, arn.as_deref().unwrap_or_default(), &keys, &resource).await?;
-                }
-                ctx.record(
-                    Component::Bus,
-                    Verb::Update,
-                    &resource,
-                    tags::describe_removal(&keys),
-                );
-            }
-            Change::Tag(t) => {
-                if ctx.apply {
-                    eb.tag_resource()
-                        .resource_arn(arn.clone().unwrap_or_default())
-                        .set_tags(Some(eb_tags(&t)?))
-                        .send()
-                        .await
-                        .aws("TagResource", &resource)?;
-                }
-                ctx.record(
-                    Component::Bus,
-                    Verb::Update,
-                    &resource,
-                    format!("tags: {}", tags::describe(&t)),
-                );
-            }
+            Change::Create => (Verb::Create, String::new()),
+            Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
+            Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
+            Change::Delete => (Verb::Delete, String::new()),
+            Change::Keep(why) => (Verb::Retain, why.clone()),
         }
     }
-    Ok(arn)
-}
 
-/// Deletes the bus (our rules are gone by now) unless its deletion policy is Retain or rules
-/// the operator does not own are still on it (then it is kept and reported).
-pub async fn delete(ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
-    let name = ctx.names.bus.clone();
-    let resource = format!("eventbridge bus {name}");
-    let Some(o) = observe(ctx, &name).await? else {
-        return Ok(());
-    };
-    if ctx.owner.leaves_alone(&o.tags, &resource) {
-        return Ok(());
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        state: &mut Option<Observed>,
+    ) -> Result<Applied, EngineError> {
+        let eb = &w.clients().eventbridge;
+        let resource = self.resource();
+        let arn = state.as_ref().map(|o| o.arn.clone()).unwrap_or_default();
+        match change {
+            Change::Create => {
+                let out = eb
+                    .create_event_bus()
+                    .name(&self.name)
+                    .set_tags(Some(eb_tags(&self.tags)?))
+                    .send()
+                    .await
+                    .aws("CreateEventBus", &resource)?;
+                *state = Some(Observed {
+                    arn: out.event_bus_arn().unwrap_or_default().to_owned(),
+                    tags: self.tags.clone(),
+                });
+            }
+            Change::Untag(keys) => untag(eb, &arn, keys, &resource).await?,
+            Change::Tag(t) => tag(eb, &arn, t, &resource).await?,
+            Change::Delete => {
+                eb.delete_event_bus()
+                    .name(&self.name)
+                    .send()
+                    .await
+                    .aws("DeleteEventBus", &resource)?;
+            }
+            Change::Keep(_) => {}
+        }
+        Ok(Applied::Done)
     }
-    if ctx.spec.bus.deletion_policy == DeletionPolicy::Retain {
-        ctx.record(
-            Component::Bus,
-            Verb::Retain,
-            &resource,
-            "deletionPolicy Retain",
-        );
-        return Ok(());
-    }
-    // Our rules are gone by now: any rule left belongs to someone else (a team subscribed to
-    // this bus), and DeleteEventBus would take it with it.
-    let foreign = super::rule::list_on_bus(ctx, None).await?;
-    if !foreign.is_empty() {
-        ctx.record(
-            Component::Bus,
-            Verb::Retain,
-            &resource,
-            format!(
+
+    /// Deletes the bus (our rules are gone by now) unless its deletion policy is Retain or rules
+    /// the operator does not own are still on it (then it is kept and reported).
+    async fn removal(
+        &self,
+        ctx: &Ctx<'_>,
+        o: &Option<Observed>,
+    ) -> Result<Diff<Change>, EngineError> {
+        let Some(o) = o else {
+            return Ok(Diff::none());
+        };
+        if ctx.owner.leaves_alone(&o.tags, &self.resource()) {
+            return Ok(Diff::none());
+        }
+        if self.deletion_policy == DeletionPolicy::Retain {
+            return Ok(Diff::changes(vec![Change::Keep(
+                "deletionPolicy Retain".to_owned(),
+            )]));
+        }
+        // Our rules are gone by now: any rule left belongs to someone else (a team subscribed to
+        // this bus), and DeleteEventBus would take it with it.
+        let foreign = super::rule::list_on_bus(ctx, None).await?;
+        if !foreign.is_empty() {
+            return Ok(Diff::changes(vec![Change::Keep(format!(
                 "kept: it carries rules outbox-operator does not own ({}); to delete it, remove those rules and delete again, or delete the bus by hand",
                 foreign.join(", ")
-            ),
-        );
-        return Ok(());
+            ))]));
+        }
+        Ok(Diff::changes(vec![Change::Delete]))
     }
-    ctx.clients
-        .eventbridge
-        .delete_event_bus()
-        .name(&name)
-        .send()
-        .await
-        .aws("DeleteEventBus", &resource)?;
-    ctx.record(Component::Bus, Verb::Delete, &resource, "");
-    Ok(())
 }
 
 #[cfg(test)]

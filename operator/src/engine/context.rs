@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineSpec};
 
+use super::driver::Writer;
 use super::names::Names;
 use super::tags::Owner;
 use super::{Action, AwsClients, Component, EngineConfig, Verb};
@@ -82,8 +83,9 @@ pub struct Ctx<'a> {
     pub owner: Owner,
     /// Tags every resource gets (spec tags + ownership tags).
     pub tags: BTreeMap<String, String>,
-    /// False for plan/status: observe and diff only.
-    pub apply: bool,
+    /// The clients that may change AWS: set for reconcile and delete, None for plan and status
+    /// (whose `clients` also refuse every mutating call).
+    writable: Option<&'a AwsClients>,
     pub actions: Vec<Action>,
     pub env: AwsEnv,
 }
@@ -117,10 +119,20 @@ impl<'a> Ctx<'a> {
             names: Names::new(&config.cluster_id, pipeline),
             owner,
             tags,
-            apply,
+            writable: apply.then_some(clients),
             actions: Vec::new(),
             env: AwsEnv::placeholder(region.as_deref()),
         }
+    }
+
+    /// True for reconcile and delete, false for plan and status.
+    pub fn applies(&self) -> bool {
+        self.writable.is_some()
+    }
+
+    /// The handle for mutating calls; only the driver's steps use it.
+    pub(super) fn writer(&self) -> Option<Writer<'a>> {
+        self.writable.map(Writer::for_apply)
     }
 
     /// Records an action (planned, or performed just now).
@@ -137,7 +149,7 @@ impl<'a> Ctx<'a> {
             resource: resource.into(),
             detail: detail.into(),
         };
-        if self.apply {
+        if self.applies() {
             tracing::info!(action = %action, "applied");
         }
         self.actions.push(action);

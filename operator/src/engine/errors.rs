@@ -7,7 +7,7 @@ use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::{EngineError, ErrorClass};
+use crate::crd::Reason;
 
 /// What kind of failure an AWS error code is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +179,25 @@ where
     }
 }
 
+/// `result.found("Operation", "resource")?`: "not found" means absent (`None`); any other error
+/// is converted like [`AwsResultExt::aws`].
+pub trait FoundExt<T> {
+    fn found(self, operation: &str, resource: &str) -> Result<Option<T>, EngineError>;
+}
+
+impl<T, E> FoundExt<T> for Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    fn found(self, operation: &str, resource: &str) -> Result<Option<T>, EngineError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(aws_error(&e, operation, resource)),
+        }
+    }
+}
+
 /// A local error (building a request, serializing a document).
 pub fn local(context: impl Into<String>, err: impl std::fmt::Display) -> EngineError {
     EngineError::Local {
@@ -191,6 +210,74 @@ pub fn local(context: impl Into<String>, err: impl std::fmt::Display) -> EngineE
 pub fn is_role_not_ready(err: &EngineError) -> bool {
     matches!(err, EngineError::Aws { code, message, .. }
         if code == "InvalidParameterValueException" && message.contains("cannot be assumed by Lambda"))
+}
+
+/// How an error should be handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, not-yet-active, role not yet assumable: retry with backoff.
+    Transient,
+    /// Needs a change first (spec, permissions, a foreign resource): no hot loop.
+    Terminal,
+}
+
+/// Engine errors. Every message names the AWS resource (and the AWS error code where there is one).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The spec cannot be realised (e.g. a lambda artifact for the architecture is missing).
+    #[error("invalid spec: {message}")]
+    InvalidSpec { message: String },
+    /// A resource exists that this pipeline does not own.
+    #[error("conflict: {resource} exists and is not owned by this pipeline ({detail})")]
+    Conflict { resource: String, detail: String },
+    /// AWS refused for lack of permission.
+    #[error("access denied: {operation} on {resource}: {code}: {message}")]
+    AccessDenied {
+        resource: String,
+        operation: String,
+        code: String,
+        message: String,
+    },
+    /// Any other AWS error.
+    #[error("{operation} on {resource} failed: {code}: {message}")]
+    Aws {
+        resource: String,
+        operation: String,
+        code: String,
+        message: String,
+        class: ErrorClass,
+    },
+    /// A local problem (reading an artifact, serializing a document).
+    #[error("{context}: {message}")]
+    Local { context: String, message: String },
+    /// A mutating call was stopped by the leadership fence: this replica is not (or no longer
+    /// sure to be) the leader. Transient; the new leader does the work.
+    #[error("{operation} on {resource} not sent: this replica is not the leader")]
+    NotLeading { operation: String, resource: String },
+}
+
+impl EngineError {
+    /// The condition reason this error is reported with.
+    pub fn reason(&self) -> Reason {
+        match self {
+            EngineError::InvalidSpec { .. } | EngineError::Local { .. } => Reason::InvalidSpec,
+            EngineError::Conflict { .. } => Reason::Conflict,
+            EngineError::AccessDenied { .. } => Reason::AccessDenied,
+            EngineError::Aws { .. } | EngineError::NotLeading { .. } => Reason::AwsError,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::Aws { class, .. } => *class,
+            EngineError::NotLeading { .. } => ErrorClass::Transient,
+            _ => ErrorClass::Terminal,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
 }
 
 #[cfg(test)]

@@ -55,8 +55,17 @@ pub struct NotLeading {
     pub operation: String,
 }
 
-/// The [`EngineError::NotLeading`] for an SDK error caused by the fence, found in its source
-/// chain; `None` for any other error.
+/// The error the read-only guard of `plan` and `status` returns for a mutating call: a defect
+/// in the engine (only the driver's reconcile and delete steps may change AWS).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{service}:{operation} not sent: plan and status are read-only")]
+pub struct ReadOnly {
+    pub service: String,
+    pub operation: String,
+}
+
+/// The engine error for an SDK error caused by the fence ([`EngineError::NotLeading`]) or by the
+/// read-only guard (an internal error), found in its source chain; `None` for any other error.
 pub(crate) fn not_leading_error(
     err: &(dyn std::error::Error + 'static),
     operation: &str,
@@ -70,9 +79,45 @@ pub(crate) fn not_leading_error(
                 resource: resource.to_owned(),
             });
         }
+        if let Some(r) = e.downcast_ref::<ReadOnly>() {
+            tracing::error!(
+                operation,
+                resource,
+                "a read-only pass tried a mutating call"
+            );
+            return Some(super::errors::local(
+                format!("{operation} on {resource}"),
+                r,
+            ));
+        }
         next = e.source();
     }
     None
+}
+
+/// Refuses every mutating call (the clients of `plan` and `status`).
+#[derive(Debug)]
+pub(crate) struct ReadOnlyInterceptor;
+
+impl Intercept for ReadOnlyInterceptor {
+    fn name(&self) -> &'static str {
+        "OutboxReadOnly"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        match cfg.load::<Metadata>() {
+            Some(meta) if !is_mutating(meta.name()) => Ok(()),
+            meta => Err(Box::new(ReadOnly {
+                service: meta.map_or("unknown", |m| m.service()).to_owned(),
+                operation: meta.map_or("unknown", |m| m.name()).to_owned(),
+            })),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -19,7 +19,8 @@ use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
 use super::context::{AwsEnv, Ctx};
-use super::errors::{AwsResultExt, aws_error, is_not_found, local};
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt, local};
 use super::names::{POLICY_NAME, ROLE_PATH};
 use super::tags;
 use super::{Component, EngineError, Verb};
@@ -189,6 +190,19 @@ pub enum Change {
     Policy,
     Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
+    /// Delete the role, its inline policies first.
+    Delete(Vec<String>),
+}
+
+/// One function's execution role.
+#[derive(Clone, Debug)]
+pub struct Role {
+    pub desired: Desired,
+    pub component: Component,
+    /// `outbox-operator: execution role of <function> (<namespace>/<pipeline>)`.
+    pub description: String,
+    /// The detail of a delete action (why it goes).
+    pub gone_because: &'static str,
 }
 
 pub fn diff(
@@ -227,10 +241,14 @@ pub fn diff(
 pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
     let resource = format!("iam role {name}");
     let iam = &ctx.clients.iam;
-    let out = match iam.get_role().role_name(name).send().await {
-        Ok(o) => o,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(aws_error(&e, "GetRole", &resource)),
+    let Some(out) = iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .found("GetRole", &resource)?
+    else {
+        return Ok(None);
     };
     let Some(role) = out.role() else {
         return Ok(None);
@@ -240,17 +258,14 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, Engi
         .iter()
         .map(|t| (t.key().to_owned(), t.value().to_owned()))
         .collect();
-    let policy_raw = match iam
+    let policy_raw = iam
         .get_role_policy()
         .role_name(name)
         .policy_name(POLICY_NAME)
         .send()
         .await
-    {
-        Ok(p) => Some(p.policy_document().to_owned()),
-        Err(e) if is_not_found(&e) => None,
-        Err(e) => return Err(aws_error(&e, "GetRolePolicy", &resource)),
-    };
+        .found("GetRolePolicy", &resource)?
+        .map(|p| p.policy_document().to_owned());
     Ok(Some(Observed {
         arn: role.arn().to_owned(),
         trust_raw: role.assume_role_policy_document().map(str::to_owned),
@@ -264,316 +279,201 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, Engi
 }
 
 fn iam_tags(t: &BTreeMap<String, String>) -> Result<Vec<Tag>, EngineError> {
-    t.iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| local("building iam tag", e))
-        })
-        .collect()
+    tags::sdk_tags(t, "iam", |k, v| Tag::builder().key(k).value(v).build())
 }
 
-/// Observe → desired → diff → apply for one function's role; returns the role ARN (None only
-/// in plan mode for a new role).
-pub async fn reconcile(
-    ctx: &mut Ctx<'_>,
-    component: Component,
-    function: &str,
-    grants: &Grants,
-) -> Result<Option<String>, EngineError> {
-    let name = ctx.names.role(function);
-    let resource = format!("iam role {name}");
-    let d = Desired {
-        name: name.clone(),
-        trust: trust_policy(),
-        policy: inline_policy(&ctx.env, function, grants),
-        boundary: ctx.config.permissions_boundary_arn.clone(),
-        tags: ctx.tags.clone(),
-    };
-    let observed = observe(ctx, &name).await?;
-    let changes = diff(&d, observed.as_ref(), &ctx.owner)?;
-    if let Some(kept) = observed.as_ref().and_then(|o| o.boundary.as_deref())
-        && d.boundary.is_none()
-    {
-        tracing::warn!(
-            role = %name,
-            boundary = %kept,
-            "no permissions boundary configured: the role keeps its boundary (the operator never removes one)"
-        );
+fn doc(v: &Value) -> Result<String, EngineError> {
+    serde_json::to_string(v).map_err(|e| local("serializing policy", e))
+}
+
+impl Resource for Role {
+    type Observed = Option<Observed>;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        self.component
     }
-    let mut arn = observed.map(|o| o.arn);
-    let iam = ctx.clients.iam.clone();
-    let doc = |v: &Value| serde_json::to_string(v).map_err(|e| local("serializing policy", e));
-    for change in changes {
-        let (verb, detail) = match &change {
+
+    fn resource(&self) -> String {
+        format!("iam role {}", self.desired.name)
+    }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Option<Observed>, EngineError> {
+        let observed = observe(ctx, &self.desired.name).await?;
+        if let Some(kept) = observed.as_ref().and_then(|o| o.boundary.as_deref())
+            && self.desired.boundary.is_none()
+        {
+            tracing::warn!(
+                role = %self.desired.name,
+                boundary = %kept,
+                "no permissions boundary configured: the role keeps its boundary (the operator never removes one)"
+            );
+        }
+        Ok(observed)
+    }
+
+    fn diff(&self, o: &Option<Observed>, owner: &tags::Owner) -> Result<Diff<Change>, EngineError> {
+        diff(&self.desired, o.as_ref(), owner).map(Diff::changes)
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
+        match change {
             Change::Create => (Verb::Create, format!("path {ROLE_PATH}")),
             Change::Trust => (Verb::Update, "trust policy".to_owned()),
             Change::Boundary(b) => (Verb::Update, format!("permissions boundary: -> {b}")),
             Change::Policy => (Verb::Update, format!("inline policy {POLICY_NAME}")),
             Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
-        };
-        if ctx.apply {
-            match &change {
-                Change::Create => {
-                    let out = iam
-                        .create_role()
-                        .role_name(&name)
-                        .path(ROLE_PATH)
-                        .assume_role_policy_document(doc(&d.trust)?)
-                        .description(format!(
-                            "outbox-operator: execution role of {function} ({})",
-                            ctx.owner.pipeline
-                        ))
-                        .set_permissions_boundary(d.boundary.clone())
-                        .set_tags(Some(iam_tags(&d.tags)?))
-                        .send()
-                        .await
-                        .aws("CreateRole", &resource)?;
-                    arn = out.role().map(|r| r.arn().to_owned());
-                }
-                Change::Trust => {
-                    iam.update_assume_role_policy()
-                        .role_name(&name)
-                        .policy_document(doc(&d.trust)?)
-                        .send()
-                        .await
-                        .aws("UpdateAssumeRolePolicy", &resource)?;
-                }
-                Change::Boundary(b) => {
-                    iam.put_role_permissions_boundary()
-                        .role_name(&name)
-                        .permissions_boundary(b)
-                        .send()
-                        .await
-                        .aws("PutRolePermissionsBoundary", &resource)?;
-                }
-                Change::Policy => {
-                    iam.put_role_policy()
-                        .role_name(&name)
-                        .policy_name(POLICY_NAME)
-                        .policy_document(doc(&d.policy)?)
-                        .send()
-                        .await
-                        .aws("PutRolePolicy", &resource)?;
-                }
-                Change::Untag(keys) => {
-                    iam.untag_role()
-                        .role_name(&name)
-                        .set_tag_keys(Some(keys.clone()))
-                        .send()
-                        .await
-                        .aws("UntagRole", &resource)?;
-                }
-                Change::Tag(t) => {
-                    iam.tag_role()
-                        .role_name(&name)
-                        .set_tags(Some(iam_tags(t)?))
-                        .send()
-                        .await
-                        .aws("TagRole", &resource)?;
-                }
-            }
+            Change::Delete(_) => (Verb::Delete, self.gone_because.to_owned()),
         }
-        ctx.record(component, verb, &resource, detail);
     }
-    Ok(arn)
-}
 
-/// Deletes a function's role (inline policies first) when it is ours.
-pub async fn delete(
-    ctx: &mut Ctx<'_>,
-    component: Component,
-    function: &str,
-) -> Result<(), EngineError> {
-    let name = ctx.names.role(function);
-    let resource = format!("iam role {name}");
-    let Some(o) = observe(ctx, &name).await? else {
-        return Ok(());
-    };
-    if ctx.owner.leaves_alone(&o.tags, &resource) {
-        return Ok(());
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        state: &mut Option<Observed>,
+    ) -> Result<Applied, EngineError> {
+        let iam = &w.clients().iam;
+        let (d, resource) = (&self.desired, self.resource());
+        match change {
+            Change::Create => {
+                let out = iam
+                    .create_role()
+                    .role_name(&d.name)
+                    .path(ROLE_PATH)
+                    .assume_role_policy_document(doc(&d.trust)?)
+                    .description(&self.description)
+                    .set_permissions_boundary(d.boundary.clone())
+                    .set_tags(Some(iam_tags(&d.tags)?))
+                    .send()
+                    .await
+                    .aws("CreateRole", &resource)?;
+                *state = out.role().map(|r| Observed {
+                    arn: r.arn().to_owned(),
+                    trust_raw: None,
+                    policy_raw: None,
+                    boundary: d.boundary.clone(),
+                    tags: d.tags.clone(),
+                });
+            }
+            Change::Trust => {
+                iam.update_assume_role_policy()
+                    .role_name(&d.name)
+                    .policy_document(doc(&d.trust)?)
+                    .send()
+                    .await
+                    .aws("UpdateAssumeRolePolicy", &resource)?;
+            }
+            Change::Boundary(b) => {
+                iam.put_role_permissions_boundary()
+                    .role_name(&d.name)
+                    .permissions_boundary(b)
+                    .send()
+                    .await
+                    .aws("PutRolePermissionsBoundary", &resource)?;
+            }
+            Change::Policy => {
+                iam.put_role_policy()
+                    .role_name(&d.name)
+                    .policy_name(POLICY_NAME)
+                    .policy_document(doc(&d.policy)?)
+                    .send()
+                    .await
+                    .aws("PutRolePolicy", &resource)?;
+            }
+            other => self.apply_tags_or_delete(iam, other).await?,
+        }
+        Ok(Applied::Done)
     }
-    if !ctx.apply {
-        ctx.record(component, Verb::Delete, &resource, "no longer in the spec");
-        return Ok(());
-    }
-    let iam = ctx.clients.iam.clone();
-    let policies = iam
-        .list_role_policies()
-        .role_name(&name)
-        .send()
-        .await
-        .aws("ListRolePolicies", &resource)?;
-    for p in policies.policy_names() {
-        match iam
-            .delete_role_policy()
-            .role_name(&name)
-            .policy_name(p)
+
+    /// Deletes the role (inline policies first) when it is ours.
+    async fn removal(
+        &self,
+        ctx: &Ctx<'_>,
+        o: &Option<Observed>,
+    ) -> Result<Diff<Change>, EngineError> {
+        let resource = self.resource();
+        let Some(o) = o else {
+            return Ok(Diff::none());
+        };
+        if ctx.owner.leaves_alone(&o.tags, &resource) {
+            return Ok(Diff::none());
+        }
+        let policies = ctx
+            .clients
+            .iam
+            .list_role_policies()
+            .role_name(&self.desired.name)
             .send()
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(aws_error(&e, "DeleteRolePolicy", &resource)),
+            .aws("ListRolePolicies", &resource)?;
+        Ok(Diff::changes(vec![Change::Delete(
+            policies.policy_names().to_vec(),
+        )]))
+    }
+}
+
+impl Role {
+    /// A role that is only removed (`why` is the delete action's detail).
+    pub fn named(name: String, component: Component, why: &'static str) -> Role {
+        Role {
+            desired: Desired {
+                name,
+                trust: Value::Null,
+                policy: Value::Null,
+                boundary: None,
+                tags: BTreeMap::new(),
+            },
+            component,
+            description: String::new(),
+            gone_because: why,
         }
     }
-    match iam.delete_role().role_name(&name).send().await {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(aws_error(&e, "DeleteRole", &resource)),
+
+    async fn apply_tags_or_delete(
+        &self,
+        iam: &aws_sdk_iam::Client,
+        change: &Change,
+    ) -> Result<(), EngineError> {
+        let (name, resource) = (&self.desired.name, self.resource());
+        match change {
+            Change::Untag(keys) => {
+                iam.untag_role()
+                    .role_name(name)
+                    .set_tag_keys(Some(keys.clone()))
+                    .send()
+                    .await
+                    .aws("UntagRole", &resource)?;
+            }
+            Change::Tag(t) => {
+                iam.tag_role()
+                    .role_name(name)
+                    .set_tags(Some(iam_tags(t)?))
+                    .send()
+                    .await
+                    .aws("TagRole", &resource)?;
+            }
+            Change::Delete(policies) => {
+                for p in policies {
+                    iam.delete_role_policy()
+                        .role_name(name)
+                        .policy_name(p)
+                        .send()
+                        .await
+                        .found("DeleteRolePolicy", &resource)?;
+                }
+                iam.delete_role()
+                    .role_name(name)
+                    .send()
+                    .await
+                    .found("DeleteRole", &resource)?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
-    ctx.record(component, Verb::Delete, &resource, "");
-    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::tags::Owner;
-
-    fn env() -> AwsEnv {
-        AwsEnv::from_arn("arn:aws:dynamodb:eu-west-1:123456789012:table/t").unwrap()
-    }
-
-    fn relay() -> Grants {
-        Grants::Relay {
-            stream_arn: "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2026".into(),
-            bus_arn: "arn:aws:events:eu-west-1:123456789012:event-bus/b".into(),
-            failure_destination_arn: "arn:aws:s3:::bucket".into(),
-        }
-    }
-
-    fn actions_and_resources(policy: &Value) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for s in policy["Statement"].as_array().unwrap() {
-            let n = normalize(s);
-            for a in n["Action"].as_array().unwrap() {
-                for r in n["Resource"].as_array().unwrap() {
-                    out.push((
-                        a.as_str().unwrap().to_owned(),
-                        r.as_str().unwrap().to_owned(),
-                    ));
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn relay_policy_is_least_privilege() {
-        let p = inline_policy(&env(), "fn-relay", &relay());
-        let grants = actions_and_resources(&p);
-        let stream = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2026";
-        for a in [
-            "dynamodb:DescribeStream",
-            "dynamodb:GetRecords",
-            "dynamodb:GetShardIterator",
-            "dynamodb:ListStreams",
-        ] {
-            assert!(grants.contains(&(a.into(), stream.into())), "{a}");
-        }
-        assert!(grants.contains(&(
-            "events:PutEvents".into(),
-            "arn:aws:events:eu-west-1:123456789012:event-bus/b".into()
-        )));
-        assert!(grants.contains(&("s3:PutObject".into(), "arn:aws:s3:::bucket/*".into())));
-        assert!(grants.contains(&(
-            "logs:PutLogEvents".into(),
-            "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/fn-relay:*".into()
-        )));
-        // No wildcard resources, no wildcard actions.
-        assert!(grants.iter().all(|(a, r)| r != "*" && !a.ends_with('*')));
-    }
-
-    #[test]
-    fn writer_may_only_put_items_and_consumer_only_log() {
-        let w = inline_policy(
-            &env(),
-            "fn-writer",
-            &Grants::Writer {
-                table_arn: "arn:t".into(),
-            },
-        );
-        let g = actions_and_resources(&w);
-        assert!(g.contains(&("dynamodb:PutItem".into(), "arn:t".into())));
-        assert!(
-            g.iter()
-                .all(|(a, _)| a == "dynamodb:PutItem" || a.starts_with("logs:"))
-        );
-        let c = inline_policy(&env(), "fn-c", &Grants::Consumer);
-        assert!(
-            actions_and_resources(&c)
-                .iter()
-                .all(|(a, _)| a.starts_with("logs:"))
-        );
-    }
-
-    #[test]
-    fn url_encoded_policy_compares_equal() {
-        let p = inline_policy(&env(), "fn-relay", &relay());
-        let raw = serde_json::to_string(&p).unwrap();
-        let encoded = urlencoding::encode(&raw).into_owned();
-        assert!(encoded.starts_with("%7B"));
-        assert!(same_document(&p, &encoded));
-        assert!(same_document(&p, &raw));
-        // Single strings vs lists and statement order do not matter.
-        let reordered = json!({"Version": "2012-10-17", "Statement": {
-            "Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}, "Action": ["sts:AssumeRole"]}});
-        assert!(same_document(&trust_policy(), &reordered.to_string()));
-        // A real difference is seen.
-        let other = inline_policy(&env(), "fn-other", &relay());
-        assert!(!same_document(
-            &p,
-            &encoded.replace("fn-relay", "fn-other2")
-        ));
-        assert!(!same_document(&other, &encoded));
-    }
-
-    #[test]
-    fn role_diff() {
-        let owner = Owner {
-            cluster_id: "c".into(),
-            pipeline: "default/p".into(),
-        };
-        let d = Desired {
-            name: "r".into(),
-            trust: trust_policy(),
-            policy: inline_policy(&env(), "f", &Grants::Consumer),
-            boundary: None,
-            tags: owner.desired_tags(&BTreeMap::new()),
-        };
-        assert_eq!(
-            diff(&d, None, &owner).unwrap(),
-            vec![Change::Create, Change::Policy]
-        );
-        let mut o = Observed {
-            arn: "arn".into(),
-            trust_raw: Some(urlencoding::encode(&d.trust.to_string()).into_owned()),
-            policy_raw: Some(urlencoding::encode(&d.policy.to_string()).into_owned()),
-            boundary: None,
-            tags: d.tags.clone(),
-        };
-        assert!(diff(&d, Some(&o), &owner).unwrap().is_empty());
-        o.policy_raw = None;
-        o.boundary = Some("arn:b".into());
-        // A boundary the configuration does not name is kept, never removed.
-        assert_eq!(diff(&d, Some(&o), &owner).unwrap(), vec![Change::Policy]);
-        // A different configured boundary replaces it.
-        let mut d2 = d.clone();
-        d2.boundary = Some("arn:b2".into());
-        assert_eq!(
-            diff(&d2, Some(&o), &owner).unwrap(),
-            vec![Change::Boundary("arn:b2".into()), Change::Policy]
-        );
-        o.boundary = Some("arn:b2".into());
-        assert_eq!(diff(&d2, Some(&o), &owner).unwrap(), vec![Change::Policy]);
-        o.tags.clear();
-        assert_eq!(
-            diff(&d, Some(&o), &owner).unwrap_err().reason(),
-            crate::crd::Reason::Conflict
-        );
-    }
-}
+mod tests;

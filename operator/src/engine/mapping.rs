@@ -13,10 +13,12 @@ use aws_sdk_lambda::types::{
 };
 use serde_json::{Value, json};
 
-use crate::crd::{ChangeType, StartingPosition};
+use crate::crd::{ChangeType, RelaySpec, StartingPosition};
 
-use super::context::{Ctx, Progress};
-use super::errors::{AwsResultExt, aws_error, is_not_found};
+use super::context::Ctx;
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt};
+use super::tags::Owner;
 use super::{Component, EngineError, Verb};
 
 /// The mapping's settings (what can be updated in place).
@@ -70,8 +72,8 @@ pub fn filter_pattern(changes: &[ChangeType]) -> Value {
     json!({"eventName": names.iter().map(|c| c.as_str()).collect::<Vec<_>>()})
 }
 
-pub fn desired(ctx: &Ctx<'_>, stream_arn: Option<String>, on_failure: String) -> Desired {
-    let r = &ctx.spec.relay;
+/// Pure: the mapping the relay spec asks for.
+pub fn desired(r: &RelaySpec, stream_arn: Option<String>, on_failure: String) -> Desired {
     let changes: Vec<ChangeType> = r.events.iter().map(|e| e.change).collect();
     Desired {
         stream_arn,
@@ -138,16 +140,9 @@ fn differences(want: &Settings, have: &Settings) -> Vec<&'static str> {
     .collect()
 }
 
-/// What the diff found.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Diff {
-    pub changes: Vec<Change>,
-    /// The mapping is in a transitional state: wait before touching it.
-    pub wait: Option<String>,
-}
-
-/// Pure: wanted vs every mapping of the relay function.
-pub fn diff(d: &Desired, observed: &[Observed]) -> Diff {
+/// Pure: wanted vs every mapping of the relay function. A mapping in a transitional state is
+/// left alone (the step waits); mappings on an old stream and duplicates are removed meanwhile.
+pub fn diff(d: &Desired, observed: &[Observed]) -> Diff<Change> {
     let mut changes = Vec::new();
     let mut wait = None;
     let current: Vec<&Observed> = observed
@@ -200,7 +195,10 @@ pub fn diff(d: &Desired, observed: &[Observed]) -> Diff {
             }
         }
     }
-    Diff { changes, wait }
+    Diff {
+        settling: wait,
+        ..Diff::changes(changes)
+    }
 }
 
 fn parse(m: &EventSourceMappingConfiguration) -> Observed {
@@ -236,154 +234,212 @@ fn parse(m: &EventSourceMappingConfiguration) -> Observed {
 
 pub async fn observe(ctx: &Ctx<'_>, function: &str) -> Result<Vec<Observed>, EngineError> {
     let resource = format!("event source mappings of {function}");
+    let mut pages = ctx
+        .clients
+        .lambda
+        .list_event_source_mappings()
+        .function_name(function)
+        .into_paginator()
+        .send();
     let mut out = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = match ctx
-            .clients
-            .lambda
-            .list_event_source_mappings()
-            .function_name(function)
-            .set_marker(marker.clone())
-            .send()
-            .await
-        {
-            Ok(p) => p,
-            Err(e) if is_not_found(&e) => return Ok(out),
-            Err(e) => return Err(aws_error(&e, "ListEventSourceMappings", &resource)),
+    while let Some(page) = pages.next().await {
+        let Some(page) = page.found("ListEventSourceMappings", &resource)? else {
+            break;
         };
         out.extend(page.event_source_mappings().iter().map(parse));
-        match page.next_marker() {
-            Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-            _ => break,
-        }
     }
     Ok(out)
 }
 
-/// Observe → diff → apply; returns the mapping's UUID when there is one.
-pub async fn reconcile(
-    ctx: &mut Ctx<'_>,
-    function: &str,
-    d: &Desired,
-) -> Result<(Option<String>, Progress), EngineError> {
-    let observed = observe(ctx, function).await?;
-    let diff = diff(d, &observed);
-    let mut uuid = observed
-        .iter()
-        .find(|m| Some(&m.stream_arn) == d.stream_arn.as_ref() && m.state != "Deleting")
-        .map(|m| m.uuid.clone());
-    let mut progress = match diff.wait {
-        Some(w) => Progress::Waiting(w),
-        None => Progress::Ready,
-    };
-    let lambda = ctx.clients.lambda.clone();
-    let s = &d.settings;
-    let filter = FilterCriteria::builder()
-        .set_filters(
-            s.filter
-                .as_ref()
-                .map(|f| vec![Filter::builder().pattern(f.to_string()).build()]),
-        )
-        .build();
-    let destination = DestinationConfig::builder()
-        .set_on_failure(
-            s.on_failure
-                .as_ref()
-                .map(|a| OnFailure::builder().destination(a).build()),
-        )
-        .build();
-    for change in diff.changes {
-        match change {
-            Change::Delete { uuid: old, why } => {
-                let resource = format!("event source mapping {old}");
-                if ctx.apply {
-                    match lambda.delete_event_source_mapping().uuid(&old).send().await {
-                        Ok(_) => {}
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => {
-                            return Err(aws_error(&e, "DeleteEventSourceMapping", &resource));
-                        }
-                    }
-                }
-                ctx.record(Component::Relay, Verb::Delete, resource, why);
-            }
-            Change::Create => {
-                let stream = d.stream_arn.clone().unwrap_or_default();
-                let resource = format!("event source mapping {stream} -> {function}");
-                if ctx.apply {
-                    let request = lambda
-                        .create_event_source_mapping()
-                        .function_name(function)
-                        .event_source_arn(&stream)
-                        .starting_position(match d.starting_position {
-                            StartingPosition::TrimHorizon => EventSourcePosition::TrimHorizon,
-                            StartingPosition::Latest => EventSourcePosition::Latest,
-                        });
-                    let out = with_settings!(request, s, filter, destination)
-                        .send()
-                        .await
-                        .aws("CreateEventSourceMapping", &resource)?;
-                    uuid = out.uuid().map(str::to_owned);
-                    if let Some(state) = out.state().filter(|s| *s != "Enabled") {
-                        progress = Progress::Waiting(format!("{resource} is {state}"));
-                    }
-                }
-                ctx.record(
-                    Component::Relay,
-                    Verb::Create,
-                    resource,
-                    format!(
-                        "batch size {}, filter {}",
-                        s.batch_size,
-                        s.filter.clone().unwrap_or_default()
-                    ),
-                );
-            }
-            Change::Update { uuid: id, what } => {
-                let resource = format!("event source mapping {id}");
-                if ctx.apply {
-                    let request = lambda
-                        .update_event_source_mapping()
-                        .uuid(&id)
-                        .function_name(function);
-                    let out = with_settings!(request, s, filter, destination)
-                        .send()
-                        .await
-                        .aws("UpdateEventSourceMapping", &resource)?;
-                    if let Some(state) = out.state().filter(|s| *s != "Enabled") {
-                        progress = Progress::Waiting(format!("{resource} is {state}"));
-                    }
-                }
-                ctx.record(Component::Relay, Verb::Update, resource, what.join(", "));
-            }
-        }
-    }
-    Ok((uuid, progress))
+/// The stream → relay mapping.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    /// The relay function's name.
+    pub function: String,
+    pub desired: Desired,
 }
 
-/// Deletes every mapping of the relay function.
-pub async fn delete(ctx: &mut Ctx<'_>, function: &str) -> Result<(), EngineError> {
-    for m in observe(ctx, function).await? {
-        if m.state == "Deleting" {
-            continue;
-        }
-        let resource = format!("event source mapping {}", m.uuid);
-        match ctx
-            .clients
-            .lambda
-            .delete_event_source_mapping()
-            .uuid(&m.uuid)
+impl Mapping {
+    /// The UUID of the mapping that reads the desired stream, when there is one.
+    pub fn uuid(&self, state: &[Observed]) -> Option<String> {
+        state
+            .iter()
+            .find(|m| {
+                Some(&m.stream_arn) == self.desired.stream_arn.as_ref() && m.state != "Deleting"
+            })
+            .map(|m| m.uuid.clone())
+    }
+
+    fn filter(&self) -> FilterCriteria {
+        FilterCriteria::builder()
+            .set_filters(
+                self.desired
+                    .settings
+                    .filter
+                    .as_ref()
+                    .map(|f| vec![Filter::builder().pattern(f.to_string()).build()]),
+            )
+            .build()
+    }
+
+    fn destination(&self) -> DestinationConfig {
+        DestinationConfig::builder()
+            .set_on_failure(
+                self.desired
+                    .settings
+                    .on_failure
+                    .as_ref()
+                    .map(|a| OnFailure::builder().destination(a).build()),
+            )
+            .build()
+    }
+
+    async fn create(
+        &self,
+        lambda: &aws_sdk_lambda::Client,
+        state: &mut Vec<Observed>,
+    ) -> Result<Applied, EngineError> {
+        let (s, d) = (&self.desired.settings, &self.desired);
+        let stream = d.stream_arn.clone().unwrap_or_default();
+        let resource = self.resource_of(&Change::Create);
+        let request = lambda
+            .create_event_source_mapping()
+            .function_name(&self.function)
+            .event_source_arn(&stream)
+            .starting_position(match d.starting_position {
+                StartingPosition::TrimHorizon => EventSourcePosition::TrimHorizon,
+                StartingPosition::Latest => EventSourcePosition::Latest,
+            });
+        let (filter, destination) = (self.filter(), self.destination());
+        let out = with_settings!(request, s, filter, destination)
             .send()
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(aws_error(&e, "DeleteEventSourceMapping", &resource)),
-        }
-        ctx.record(Component::Relay, Verb::Delete, resource, "");
+            .aws("CreateEventSourceMapping", &resource)?;
+        let now = out.state().unwrap_or("Enabled").to_owned();
+        state.push(Observed {
+            uuid: out.uuid().unwrap_or_default().to_owned(),
+            stream_arn: stream,
+            state: now.clone(),
+            settings: s.clone(),
+        });
+        Ok(settled(&resource, &now))
     }
-    Ok(())
+
+    async fn update(
+        &self,
+        lambda: &aws_sdk_lambda::Client,
+        uuid: &str,
+    ) -> Result<Applied, EngineError> {
+        let s = &self.desired.settings;
+        let resource = format!("event source mapping {uuid}");
+        let request = lambda
+            .update_event_source_mapping()
+            .uuid(uuid)
+            .function_name(&self.function);
+        let (filter, destination) = (self.filter(), self.destination());
+        let out = with_settings!(request, s, filter, destination)
+            .send()
+            .await
+            .aws("UpdateEventSourceMapping", &resource)?;
+        Ok(settled(&resource, out.state().unwrap_or("Enabled")))
+    }
+}
+
+fn settled(resource: &str, state: &str) -> Applied {
+    if state == "Enabled" {
+        Applied::Done
+    } else {
+        Applied::Settling(format!("{resource} is {state}"))
+    }
+}
+
+impl Resource for Mapping {
+    type Observed = Vec<Observed>;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        Component::Relay
+    }
+
+    fn resource(&self) -> String {
+        format!("event source mappings of {}", self.function)
+    }
+
+    fn resource_of(&self, change: &Change) -> String {
+        match change {
+            Change::Create => format!(
+                "event source mapping {} -> {}",
+                self.desired.stream_arn.clone().unwrap_or_default(),
+                self.function
+            ),
+            Change::Delete { uuid, .. } | Change::Update { uuid, .. } => {
+                format!("event source mapping {uuid}")
+            }
+        }
+    }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Vec<Observed>, EngineError> {
+        observe(ctx, &self.function).await
+    }
+
+    fn diff(&self, o: &Vec<Observed>, _owner: &Owner) -> Result<Diff<Change>, EngineError> {
+        Ok(diff(&self.desired, o))
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
+        let s = &self.desired.settings;
+        match change {
+            Change::Delete { why, .. } => (Verb::Delete, why.clone()),
+            Change::Create => (
+                Verb::Create,
+                format!(
+                    "batch size {}, filter {}",
+                    s.batch_size,
+                    s.filter.clone().unwrap_or_default()
+                ),
+            ),
+            Change::Update { what, .. } => (Verb::Update, what.join(", ")),
+        }
+    }
+
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        state: &mut Vec<Observed>,
+    ) -> Result<Applied, EngineError> {
+        let lambda = &w.clients().lambda;
+        match change {
+            Change::Delete { uuid, .. } => {
+                lambda
+                    .delete_event_source_mapping()
+                    .uuid(uuid)
+                    .send()
+                    .await
+                    .found("DeleteEventSourceMapping", &self.resource_of(change))?;
+                Ok(Applied::Done)
+            }
+            Change::Create => self.create(lambda, state).await,
+            Change::Update { uuid, .. } => self.update(lambda, uuid).await,
+        }
+    }
+
+    /// Every mapping of the relay function goes (the function is the pipeline's own).
+    async fn removal(
+        &self,
+        _ctx: &Ctx<'_>,
+        o: &Vec<Observed>,
+    ) -> Result<Diff<Change>, EngineError> {
+        Ok(Diff::changes(
+            o.iter()
+                .filter(|m| m.state != "Deleting")
+                .map(|m| Change::Delete {
+                    uuid: m.uuid.clone(),
+                    why: String::new(),
+                })
+                .collect(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -469,7 +525,7 @@ mod tests {
         let a = have(&d, "u1", "s1", "Creating");
         let b = have(&d, "u2", "s1", "Enabled");
         let diff = diff(&d, &[a, b]);
-        assert!(diff.wait.is_some());
+        assert!(diff.settling.is_some());
         assert_eq!(
             diff.changes,
             vec![Change::Delete {

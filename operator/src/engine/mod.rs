@@ -17,11 +17,12 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use crate::crd::{OutboxPipeline, OutboxPipelineStatus, Reason};
+use crate::crd::{OutboxPipeline, OutboxPipelineStatus};
 
 pub mod bucket;
 pub mod bus;
 pub mod context;
+pub mod driver;
 pub mod errors;
 mod fence;
 pub mod function;
@@ -38,8 +39,9 @@ pub mod table;
 pub mod tags;
 pub mod target;
 
+pub use errors::{EngineError, ErrorClass};
 pub use fence::{Fence, NotLeading};
-pub(crate) use fence::{FenceInterceptor, not_leading_error};
+pub(crate) use fence::{FenceInterceptor, ReadOnlyInterceptor, not_leading_error};
 
 /// The AWS clients the engine uses, built once from the standard aws-config chain and injected.
 #[derive(Clone, Debug)]
@@ -76,6 +78,9 @@ impl AwsClients {
                 if let Some(f) = &hooks.fence {
                     b = b.interceptor(FenceInterceptor(f.clone()));
                 }
+                if hooks.read_only {
+                    b = b.interceptor(ReadOnlyInterceptor);
+                }
                 #[allow(clippy::redundant_closure_call)]
                 let b = ($extra)(b);
                 $krate::Client::from_conf(b.build())
@@ -108,6 +113,9 @@ impl AwsClients {
                 }
                 if let Some(f) = &hooks.fence {
                     b = b.interceptor(FenceInterceptor(f.clone()));
+                }
+                if hooks.read_only {
+                    b = b.interceptor(ReadOnlyInterceptor);
                 }
                 $krate::Client::from_conf(b.build())
             }};
@@ -187,11 +195,20 @@ impl Intercept for ObserverInterceptor {
 struct Hooks {
     observer: Option<CallObserver>,
     fence: Option<Fence>,
+    /// The clients of plan and status: every mutating call is refused.
+    read_only: bool,
 }
 
 impl Hooks {
     fn is_empty(&self) -> bool {
-        self.observer.is_none() && self.fence.is_none()
+        self.observer.is_none() && self.fence.is_none() && !self.read_only
+    }
+
+    fn read_only(&self) -> Hooks {
+        Hooks {
+            read_only: true,
+            ..self.clone()
+        }
     }
 }
 
@@ -237,7 +254,8 @@ pub struct Engine {
     source: ClientSource,
     config: EngineConfig,
     hooks: Hooks,
-    cache: Mutex<HashMap<Option<String>, AwsClients>>,
+    /// Clients by (region, read-only).
+    cache: Mutex<HashMap<(Option<String>, bool), AwsClients>>,
 }
 
 impl Engine {
@@ -289,14 +307,29 @@ impl Engine {
 
     /// The clients for a pipeline's region.
     pub fn clients_for(&self, region: Option<&str>) -> AwsClients {
-        let key = region.map(str::to_owned);
+        self.cached_clients(region, false)
+    }
+
+    /// The clients `plan` and `status` use: every mutating operation is refused before it is
+    /// sent (an internal error), so a read-only pass cannot change AWS.
+    pub fn read_only_clients_for(&self, region: Option<&str>) -> AwsClients {
+        self.cached_clients(region, true)
+    }
+
+    fn cached_clients(&self, region: Option<&str>, read_only: bool) -> AwsClients {
+        let key = (region.map(str::to_owned), read_only);
         if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return c;
         }
+        let hooks = if read_only {
+            self.hooks.read_only()
+        } else {
+            self.hooks.clone()
+        };
         let clients = match &self.source {
-            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, &self.hooks),
-            ClientSource::Fixed(c) if self.hooks.is_empty() => c.clone(),
-            ClientSource::Fixed(c) => c.with_hooks(&self.hooks),
+            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, &hooks),
+            ClientSource::Fixed(c) if hooks.is_empty() => c.clone(),
+            ClientSource::Fixed(c) => c.with_hooks(&hooks),
         };
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(key, clients.clone());
@@ -308,9 +341,13 @@ impl Engine {
         self.clients_for(pipeline.spec.region.as_deref())
     }
 
+    fn read_only_clients_of(&self, pipeline: &OutboxPipeline) -> AwsClients {
+        self.read_only_clients_for(pipeline.spec.region.as_deref())
+    }
+
     /// Observes AWS and returns what a reconcile would change now. Changes nothing.
     pub async fn plan(&self, pipeline: &OutboxPipeline) -> Result<Plan, EngineError> {
-        let clients = self.clients_of(pipeline);
+        let clients = self.read_only_clients_of(pipeline);
         let outcome = pipeline::run(&clients, &self.config, pipeline, false).await;
         match outcome.error {
             Some(e) => Err(e),
@@ -339,7 +376,7 @@ impl Engine {
         &self,
         pipeline: &OutboxPipeline,
     ) -> Result<OutboxPipelineStatus, EngineError> {
-        let clients = self.clients_of(pipeline);
+        let clients = self.read_only_clients_of(pipeline);
         Ok(pipeline::run(&clients, &self.config, pipeline, false)
             .await
             .status)
@@ -478,74 +515,6 @@ pub struct Plan {
 impl Plan {
     pub fn in_sync(&self) -> bool {
         self.actions.is_empty()
-    }
-}
-
-/// How an error should be handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Throttling, 5xx, not-yet-active, role not yet assumable: retry with backoff.
-    Transient,
-    /// Needs a change first (spec, permissions, a foreign resource): no hot loop.
-    Terminal,
-}
-
-/// Engine errors. Every message names the AWS resource (and the AWS error code where there is one).
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum EngineError {
-    /// The spec cannot be realised (e.g. a lambda artifact for the architecture is missing).
-    #[error("invalid spec: {message}")]
-    InvalidSpec { message: String },
-    /// A resource exists that this pipeline does not own.
-    #[error("conflict: {resource} exists and is not owned by this pipeline ({detail})")]
-    Conflict { resource: String, detail: String },
-    /// AWS refused for lack of permission.
-    #[error("access denied: {operation} on {resource}: {code}: {message}")]
-    AccessDenied {
-        resource: String,
-        operation: String,
-        code: String,
-        message: String,
-    },
-    /// Any other AWS error.
-    #[error("{operation} on {resource} failed: {code}: {message}")]
-    Aws {
-        resource: String,
-        operation: String,
-        code: String,
-        message: String,
-        class: ErrorClass,
-    },
-    /// A local problem (reading an artifact, serializing a document).
-    #[error("{context}: {message}")]
-    Local { context: String, message: String },
-    /// A mutating call was stopped by the leadership fence: this replica is not (or no longer
-    /// sure to be) the leader. Transient; the new leader does the work.
-    #[error("{operation} on {resource} not sent: this replica is not the leader")]
-    NotLeading { operation: String, resource: String },
-}
-
-impl EngineError {
-    /// The condition reason this error is reported with.
-    pub fn reason(&self) -> Reason {
-        match self {
-            EngineError::InvalidSpec { .. } | EngineError::Local { .. } => Reason::InvalidSpec,
-            EngineError::Conflict { .. } => Reason::Conflict,
-            EngineError::AccessDenied { .. } => Reason::AccessDenied,
-            EngineError::Aws { .. } | EngineError::NotLeading { .. } => Reason::AwsError,
-        }
-    }
-
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            EngineError::Aws { class, .. } => *class,
-            EngineError::NotLeading { .. } => ErrorClass::Transient,
-            _ => ErrorClass::Terminal,
-        }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        self.class() == ErrorClass::Transient
     }
 }
 

@@ -9,7 +9,9 @@
 use serde_json::{Value, json};
 
 use super::context::Ctx;
-use super::errors::{aws_error, is_not_found};
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt};
+use super::tags::Owner;
 use super::{Component, EngineError, Verb};
 
 pub const PRINCIPAL: &str = "events.amazonaws.com";
@@ -43,100 +45,121 @@ pub fn statement_matches(policy: &Value, sid: &str, rule_arn: &str) -> Option<bo
     Some(principal_ok && action_ok && source_ok && s["Effect"] == "Allow")
 }
 
-async fn get_policy(ctx: &Ctx<'_>, function: &str) -> Result<Option<Value>, EngineError> {
-    let resource = format!("policy of lambda function {function}");
-    match ctx
-        .clients
-        .lambda
-        .get_policy()
-        .function_name(function)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.policy().and_then(|p| serde_json::from_str(p).ok())),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(aws_error(&e, "GetPolicy", &resource)),
-    }
+/// Our statement on a function (name or ARN): the bundled consumer function's or a user's.
+#[derive(Clone, Debug)]
+pub struct Permission {
+    pub sid: String,
+    pub function: String,
+    /// The rule that may invoke (unused when the permission is only removed).
+    pub rule_arn: String,
 }
 
-/// Observe → diff → apply for our statement on `function` (name or ARN).
-pub async fn reconcile(
-    ctx: &mut Ctx<'_>,
-    consumer: &str,
-    function: &str,
-    rule_arn: &str,
-) -> Result<(), EngineError> {
-    let sid = ctx.names.statement_id(consumer);
-    let resource = format!("permission {sid} on lambda function {function}");
-    let policy = get_policy(ctx, function).await?;
-    let state = policy
-        .as_ref()
-        .and_then(|p| statement_matches(p, &sid, rule_arn));
-    if state == Some(true) {
-        return Ok(());
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add the statement; `replace`: a statement of that id with other grants is removed first.
+    Add {
+        replace: bool,
+    },
+    Remove,
+}
+
+impl Resource for Permission {
+    /// The function's resource policy (None: it has none, or the function is gone).
+    type Observed = Option<Value>;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        Component::Consumers
     }
-    let lambda = ctx.clients.lambda.clone();
-    if ctx.apply {
-        if state == Some(false) {
-            remove(ctx, function, &sid).await?;
-        }
-        match lambda
-            .add_permission()
-            .function_name(function)
-            .statement_id(&sid)
-            .action(ACTION)
-            .principal(PRINCIPAL)
-            .source_arn(rule_arn)
+
+    fn resource(&self) -> String {
+        format!(
+            "permission {} on lambda function {}",
+            self.sid, self.function
+        )
+    }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Option<Value>, EngineError> {
+        let resource = format!("policy of lambda function {}", self.function);
+        let out = ctx
+            .clients
+            .lambda
+            .get_policy()
+            .function_name(&self.function)
             .send()
             .await
-        {
-            Ok(_) => {}
-            Err(e) => return Err(aws_error(&e, "AddPermission", &resource)),
+            .found("GetPolicy", &resource)?;
+        Ok(out.and_then(|o| o.policy().and_then(|p| serde_json::from_str(p).ok())))
+    }
+
+    fn diff(&self, policy: &Option<Value>, _owner: &Owner) -> Result<Diff<Change>, EngineError> {
+        let state = policy
+            .as_ref()
+            .and_then(|p| statement_matches(p, &self.sid, &self.rule_arn));
+        Ok(match state {
+            Some(true) => Diff::none(),
+            Some(false) => Diff::changes(vec![Change::Add { replace: true }]),
+            None => Diff::changes(vec![Change::Add { replace: false }]),
+        })
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
+        match change {
+            Change::Add { replace } => (
+                if *replace { Verb::Update } else { Verb::Create },
+                format!("{PRINCIPAL} may invoke from {}", self.rule_arn),
+            ),
+            Change::Remove => (Verb::Delete, String::new()),
         }
     }
-    let verb = if state.is_none() {
-        Verb::Create
-    } else {
-        Verb::Update
-    };
-    ctx.record(
-        Component::Consumers,
-        verb,
-        &resource,
-        format!("{PRINCIPAL} may invoke from {rule_arn}"),
-    );
-    Ok(())
-}
 
-async fn remove(ctx: &Ctx<'_>, function: &str, sid: &str) -> Result<bool, EngineError> {
-    let resource = format!("permission {sid} on lambda function {function}");
-    match ctx
-        .clients
-        .lambda
-        .remove_permission()
-        .function_name(function)
-        .statement_id(sid)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(aws_error(&e, "RemovePermission", &resource)),
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        _policy: &mut Option<Value>,
+    ) -> Result<Applied, EngineError> {
+        let lambda = &w.clients().lambda;
+        let resource = self.resource();
+        if matches!(change, Change::Remove | Change::Add { replace: true }) {
+            lambda
+                .remove_permission()
+                .function_name(&self.function)
+                .statement_id(&self.sid)
+                .send()
+                .await
+                .found("RemovePermission", &resource)?;
+        }
+        if let Change::Add { .. } = change {
+            lambda
+                .add_permission()
+                .function_name(&self.function)
+                .statement_id(&self.sid)
+                .action(ACTION)
+                .principal(PRINCIPAL)
+                .source_arn(&self.rule_arn)
+                .send()
+                .await
+                .aws("AddPermission", &resource)?;
+        }
+        Ok(Applied::Done)
     }
-}
 
-/// Removes only our statement from `function`.
-pub async fn delete(ctx: &mut Ctx<'_>, consumer: &str, function: &str) -> Result<(), EngineError> {
-    let sid = ctx.names.statement_id(consumer);
-    if remove(ctx, function, &sid).await? {
-        ctx.record(
-            Component::Consumers,
-            Verb::Delete,
-            format!("permission {sid} on lambda function {function}"),
-            "",
-        );
+    /// Removes only our statement, when the function's policy has it.
+    async fn removal(
+        &self,
+        _ctx: &Ctx<'_>,
+        policy: &Option<Value>,
+    ) -> Result<Diff<Change>, EngineError> {
+        let has_ours = policy
+            .as_ref()
+            .is_some_and(|p| statement_matches(p, &self.sid, "").is_some());
+        Ok(if has_ours {
+            Diff::changes(vec![Change::Remove])
+        } else {
+            Diff::none()
+        })
     }
-    Ok(())
 }
 
 /// What the user must allow on an SQS queue the engine does not own, as a policy statement.

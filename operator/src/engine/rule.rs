@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use aws_sdk_eventbridge::types::RuleState;
 use serde_json::Value;
 
-use super::bus::{eb_tags, list_tags, untag};
+use super::bus::{eb_tags, list_tags, tag, untag};
 use super::context::Ctx;
-use super::errors::{AwsResultExt, aws_error, is_not_found};
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt};
 use super::tags;
 use super::{Component, EngineError, Verb};
 
@@ -25,6 +26,33 @@ pub enum Change {
     Update(Vec<&'static str>),
     Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
+    /// Delete: the rule's targets go first.
+    RemoveTargets(Vec<String>),
+    Delete,
+}
+
+/// A consumer's rule on the pipeline's bus.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    pub bus: String,
+    pub pattern: Value,
+    pub tags: BTreeMap<String, String>,
+    /// `outbox-operator: consumer <name> of <namespace>/<pipeline>`.
+    pub description: String,
+}
+
+impl Rule {
+    /// A rule that is only removed.
+    pub fn named(name: String, bus: String) -> Rule {
+        Rule {
+            name,
+            bus,
+            pattern: Value::Null,
+            tags: BTreeMap::new(),
+            description: String::new(),
+        }
+    }
 }
 
 /// Pure: the wanted pattern and tags vs the rule.
@@ -61,7 +89,7 @@ pub fn diff(
 
 pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
     let resource = format!("eventbridge rule {name}");
-    let out = match ctx
+    let Some(out) = ctx
         .clients
         .eventbridge
         .describe_rule()
@@ -69,10 +97,9 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, Engi
         .event_bus_name(&ctx.names.bus)
         .send()
         .await
-    {
-        Ok(o) => o,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(aws_error(&e, "DescribeRule", &resource)),
+        .found("DescribeRule", &resource)?
+    else {
+        return Ok(None);
     };
     let arn = out.arn().unwrap_or_default().to_owned();
     let tags = list_tags(ctx, &arn, &resource).await?;
@@ -86,60 +113,119 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, Engi
     }))
 }
 
-/// Observe → diff → apply for a consumer's rule; returns its ARN (None only in plan mode).
-pub async fn reconcile(
-    ctx: &mut Ctx<'_>,
-    consumer: &str,
-    pattern: &Value,
-) -> Result<Option<String>, EngineError> {
-    let name = ctx.names.rule(consumer);
-    let resource = format!("eventbridge rule {name}");
-    let observed = observe(ctx, &name).await?;
-    let changes = diff(&name, pattern, &ctx.tags, observed.as_ref(), &ctx.owner)?;
-    let mut arn = observed.map(|o| o.arn);
-    let eb = ctx.clients.eventbridge.clone();
-    for change in changes {
-        let (verb, detail) = match &change {
-            Change::Create => (Verb::Create, format!("pattern {pattern}")),
+impl Resource for Rule {
+    type Observed = Option<Observed>;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        Component::Consumers
+    }
+
+    fn resource(&self) -> String {
+        format!("eventbridge rule {}", self.name)
+    }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Option<Observed>, EngineError> {
+        observe(ctx, &self.name).await
+    }
+
+    fn diff(&self, o: &Option<Observed>, owner: &tags::Owner) -> Result<Diff<Change>, EngineError> {
+        diff(&self.name, &self.pattern, &self.tags, o.as_ref(), owner).map(Diff::changes)
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
+        match change {
+            Change::Create => (Verb::Create, format!("pattern {}", self.pattern)),
             Change::Update(w) => (Verb::Update, w.join(", ")),
             Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
-        };
-        if ctx.apply {
-            match &change {
-                Change::Create | Change::Update(_) => {
-                    let mut req = eb
-                        .put_rule()
-                        .name(&name)
-                        .event_bus_name(&ctx.names.bus)
-                        .event_pattern(pattern.to_string())
-                        .state(RuleState::Enabled)
-                        .description(format!(
-                            "outbox-operator: consumer {consumer} of {}",
-                            ctx.owner.pipeline
-                        ));
-                    if matches!(change, Change::Create) {
-                        req = req.set_tags(Some(eb_tags(&ctx.tags)?));
-                    }
-                    let out = req.send().await.aws("PutRule", &resource)?;
-                    arn = out.rule_arn().map(str::to_owned).or(arn);
+            Change::RemoveTargets(ids) => (Verb::Delete, format!("targets: {}", ids.join(", "))),
+            Change::Delete => (Verb::Delete, String::new()),
+        }
+    }
+
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        state: &mut Option<Observed>,
+    ) -> Result<Applied, EngineError> {
+        let eb = &w.clients().eventbridge;
+        let resource = self.resource();
+        let arn = state.as_ref().map(|o| o.arn.clone()).unwrap_or_default();
+        match change {
+            Change::Create | Change::Update(_) => {
+                let mut req = eb
+                    .put_rule()
+                    .name(&self.name)
+                    .event_bus_name(&self.bus)
+                    .event_pattern(self.pattern.to_string())
+                    .state(RuleState::Enabled)
+                    .description(&self.description);
+                if matches!(change, Change::Create) {
+                    req = req.set_tags(Some(eb_tags(&self.tags)?));
                 }
-                Change::Untag(keys) => {
-                    untag(&eb, arn.as_deref().unwrap_or_default(), keys, &resource).await?;
-                }
-                Change::Tag(t) => {
-                    eb.tag_resource()
-                        .resource_arn(arn.clone().unwrap_or_default())
-                        .set_tags(Some(eb_tags(t)?))
-                        .send()
-                        .await
-                        .aws("TagResource", &resource)?;
+                let out = req.send().await.aws("PutRule", &resource)?;
+                if let Some(new_arn) = out.rule_arn() {
+                    let tags = state
+                        .take()
+                        .map(|o| o.tags)
+                        .unwrap_or_else(|| self.tags.clone());
+                    *state = Some(Observed {
+                        arn: new_arn.to_owned(),
+                        pattern: Some(self.pattern.clone()),
+                        enabled: true,
+                        tags,
+                    });
                 }
             }
+            Change::Untag(keys) => untag(eb, &arn, keys, &resource).await?,
+            Change::Tag(t) => tag(eb, &arn, t, &resource).await?,
+            Change::RemoveTargets(ids) => {
+                eb.remove_targets()
+                    .rule(&self.name)
+                    .event_bus_name(&self.bus)
+                    .set_ids(Some(ids.clone()))
+                    .send()
+                    .await
+                    .aws("RemoveTargets", &resource)?;
+            }
+            Change::Delete => {
+                eb.delete_rule()
+                    .name(&self.name)
+                    .event_bus_name(&self.bus)
+                    .send()
+                    .await
+                    .found("DeleteRule", &resource)?;
+            }
         }
-        ctx.record(Component::Consumers, verb, &resource, detail);
+        Ok(Applied::Done)
     }
-    Ok(arn)
+
+    /// Deletes the rule (its targets first) when it is ours.
+    async fn removal(
+        &self,
+        ctx: &Ctx<'_>,
+        o: &Option<Observed>,
+    ) -> Result<Diff<Change>, EngineError> {
+        let Some(o) = o else {
+            return Ok(Diff::none());
+        };
+        if ctx.owner.leaves_alone(&o.tags, &self.resource()) {
+            return Ok(Diff::none());
+        }
+        let targets: Vec<String> = super::target::observe(ctx, &self.name)
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let mut changes = Vec::new();
+        if !targets.is_empty() {
+            changes.push(Change::RemoveTargets(targets));
+        }
+        changes.push(Change::Delete);
+        Ok(Diff::changes(changes))
+    }
 }
 
 /// Names of this pipeline's rules on its bus (to find consumers removed from the spec).
@@ -156,7 +242,7 @@ pub async fn list_on_bus(
     let mut names = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let page = match ctx
+        let Some(page) = ctx
             .clients
             .eventbridge
             .list_rules()
@@ -165,10 +251,9 @@ pub async fn list_on_bus(
             .set_next_token(token.clone())
             .send()
             .await
-        {
-            Ok(p) => p,
-            Err(e) if is_not_found(&e) => return Ok(names),
-            Err(e) => return Err(aws_error(&e, "ListRules", &resource)),
+            .found("ListRules", &resource)?
+        else {
+            return Ok(names);
         };
         names.extend(
             page.rules()
@@ -181,33 +266,6 @@ pub async fn list_on_bus(
         }
     }
     Ok(names)
-}
-
-/// Deletes a rule (targets first) when it is ours.
-pub async fn delete(ctx: &mut Ctx<'_>, name: &str) -> Result<(), EngineError> {
-    let resource = format!("eventbridge rule {name}");
-    let Some(o) = observe(ctx, name).await? else {
-        return Ok(());
-    };
-    if ctx.owner.leaves_alone(&o.tags, &resource) {
-        return Ok(());
-    }
-    super::target::remove_all(ctx, name).await?;
-    match ctx
-        .clients
-        .eventbridge
-        .delete_rule()
-        .name(name)
-        .event_bus_name(&ctx.names.bus)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(aws_error(&e, "DeleteRule", &resource)),
-    }
-    ctx.record(Component::Consumers, Verb::Delete, &resource, "");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,16 +10,15 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode as DdbBilling, KeySchemaElement, KeyType as DdbKeyType,
-    PointInTimeRecoverySpecification, PointInTimeRecoveryStatus, ProvisionedThroughput,
-    ScalarAttributeType, StreamSpecification, StreamViewType as DdbView, TableDescription,
-    TableStatus, Tag,
+    BillingMode as DdbBilling, KeyType as DdbKeyType, PointInTimeRecoveryStatus,
+    ScalarAttributeType, StreamViewType as DdbView, TableDescription, TableStatus, Tag,
 };
 
-use crate::crd::{BillingMode, DeletionPolicy, KeyType};
+use crate::crd::{BillingMode, DeletionPolicy, KeyType, TableSpec};
 
-use super::context::{AwsEnv, Ctx, Progress};
-use super::errors::{AwsResultExt, is_not_found, local};
+use super::context::Ctx;
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt};
 use super::tags::{self, Ownership};
 use super::{Component, EngineError, Verb};
 
@@ -65,6 +64,11 @@ pub enum Change {
     Pitr(bool),
     Untag(Vec<String>),
     Tag(BTreeMap<String, String>),
+    /// Delete: switch deletion protection off first (deletionPolicy Delete).
+    Unprotect,
+    Delete,
+    /// Delete keeps the table, and says why.
+    Keep(String),
 }
 
 impl Change {
@@ -89,6 +93,12 @@ impl Change {
             Change::Pitr(on) => (Verb::Update, format!("point-in-time recovery: -> {on}")),
             Change::Untag(keys) => (Verb::Update, tags::describe_removal(keys)),
             Change::Tag(t) => (Verb::Update, format!("tags: {}", tags::describe(t))),
+            Change::Unprotect => (
+                Verb::Update,
+                "deletion protection: true -> false (deletionPolicy Delete)".to_owned(),
+            ),
+            Change::Delete => (Verb::Delete, "deletionPolicy Delete".to_owned()),
+            Change::Keep(why) => (Verb::Retain, why.clone()),
         }
     }
 }
@@ -101,8 +111,14 @@ fn key_type_str(t: KeyType) -> &'static str {
     }
 }
 
-pub fn desired(ctx: &Ctx<'_>) -> Desired {
-    let t = &ctx.spec.table;
+/// Pure: the table the spec asks for (`may_adopt` needs the spec's opt-in and the operator's
+/// `--allow-adoption`).
+pub fn desired(
+    t: &TableSpec,
+    name: &str,
+    tags: &BTreeMap<String, String>,
+    allow_adoption: bool,
+) -> Desired {
     let mut keys = vec![(
         t.partition_key.name.clone(),
         "HASH",
@@ -112,7 +128,7 @@ pub fn desired(ctx: &Ctx<'_>) -> Desired {
         keys.push((sk.name.clone(), "RANGE", key_type_str(sk.attribute_type)));
     }
     Desired {
-        name: ctx.names.table.clone(),
+        name: name.to_owned(),
         keys,
         billing: t.billing_mode,
         throughput: t
@@ -121,8 +137,8 @@ pub fn desired(ctx: &Ctx<'_>) -> Desired {
         stream_view: t.stream_view_type.as_str(),
         pitr: t.point_in_time_recovery,
         deletion_protection: t.deletion_protection,
-        tags: ctx.tags.clone(),
-        may_adopt: t.adopt_existing && ctx.config.allow_adoption,
+        tags: tags.clone(),
+        may_adopt: t.adopt_existing && allow_adoption,
     }
 }
 
@@ -271,10 +287,14 @@ fn parse_description(t: &TableDescription) -> (Observed, bool) {
 pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
     let resource = format!("dynamodb table {name}");
     let ddb = &ctx.clients.dynamodb;
-    let out = match ddb.describe_table().table_name(name).send().await {
-        Ok(o) => o,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(super::errors::aws_error(&e, "DescribeTable", &resource)),
+    let Some(out) = ddb
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .found("DescribeTable", &resource)?
+    else {
+        return Ok(None);
     };
     let Some(t) = out.table() else {
         return Ok(None);
@@ -309,208 +329,147 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, Engi
     Ok(Some(observed))
 }
 
-/// What the table step hands on.
-#[derive(Clone, Debug, Default)]
-pub struct TableOut {
-    pub arn: Option<String>,
-    pub stream_arn: Option<String>,
-}
-
 fn to_view(v: &str) -> DdbView {
     DdbView::from(v)
 }
 
 fn ddb_tags(t: &BTreeMap<String, String>) -> Result<Vec<Tag>, EngineError> {
-    t.iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| local("building table tag", e))
-        })
-        .collect()
+    tags::sdk_tags(t, "dynamodb", |k, v| Tag::builder().key(k).value(v).build())
 }
 
-/// Observe → desired → diff → apply for the table.
-pub async fn reconcile(ctx: &mut Ctx<'_>) -> Result<(TableOut, Progress), EngineError> {
-    let d = desired(ctx);
-    let resource = format!("dynamodb table {}", d.name);
-    let observed = observe(ctx, &d.name).await?;
-    if let Some(env) = observed.as_ref().and_then(|o| AwsEnv::from_arn(&o.arn)) {
-        ctx.env = env;
+/// The pipeline's table.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub desired: Desired,
+    pub deletion_policy: DeletionPolicy,
+    /// `--allow-delete-adopted-tables`.
+    pub allow_delete_adopted: bool,
+}
+
+impl Resource for Table {
+    type Observed = Option<Observed>;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        Component::Table
     }
-    let changes = diff(&d, observed.as_ref(), &ctx.owner)?;
-    let mut out = TableOut {
-        arn: observed.as_ref().map(|o| o.arn.clone()),
-        stream_arn: observed.as_ref().and_then(|o| o.stream_arn.clone()),
-    };
-    if let Some(o) = observed.as_ref().filter(|o| o.status != "ACTIVE") {
-        let msg = format!("{resource} is {}", o.status);
-        if !ctx.apply {
-            for c in &changes {
-                let (verb, detail) = c.verb_detail(&d);
-                ctx.record(Component::Table, verb, &resource, detail);
-            }
-        }
-        return Ok((out, Progress::Waiting(msg)));
+
+    fn resource(&self) -> String {
+        format!("dynamodb table {}", self.desired.name)
     }
-    let ddb = ctx.clients.dynamodb.clone();
-    for change in changes {
-        let (verb, detail) = change.verb_detail(&d);
-        if !ctx.apply {
-            ctx.record(Component::Table, verb, &resource, detail);
-            continue;
-        }
-        // The table description after a CreateTable/UpdateTable, to see whether it settles.
-        let mut after: Option<TableDescription> = None;
-        match &change {
-            Change::Create => {
-                let mut req = ddb
-                    .create_table()
-                    .table_name(&d.name)
-                    .billing_mode(match d.billing {
-                        BillingMode::PayPerRequest => DdbBilling::PayPerRequest,
-                        BillingMode::Provisioned => DdbBilling::Provisioned,
-                    })
-                    .stream_specification(stream_spec(true, d.stream_view)?)
-                    .deletion_protection_enabled(d.deletion_protection)
-                    .set_tags(Some(ddb_tags(&d.tags)?));
-                for (attr, kt, at) in &d.keys {
-                    req = req
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name(attr)
-                                .key_type(DdbKeyType::from(*kt))
-                                .build()
-                                .map_err(|e| local("building key schema", e))?,
-                        )
-                        .attribute_definitions(
-                            AttributeDefinition::builder()
-                                .attribute_name(attr)
-                                .attribute_type(ScalarAttributeType::from(*at))
-                                .build()
-                                .map_err(|e| local("building attribute definition", e))?,
-                        );
-                }
-                if let Some((r, w)) = d.throughput {
-                    req = req.provisioned_throughput(throughput(r, w)?);
-                }
-                let res = req.send().await.aws("CreateTable", &resource)?;
-                after = res.table_description().cloned();
-            }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Option<Observed>, EngineError> {
+        observe(ctx, &self.desired.name).await
+    }
+
+    /// A table that is not ACTIVE is waited for (plan still lists what differs).
+    fn diff(&self, o: &Option<Observed>, owner: &tags::Owner) -> Result<Diff<Change>, EngineError> {
+        let changes = diff(&self.desired, o.as_ref(), owner)?;
+        Ok(Diff {
+            wait: o
+                .as_ref()
+                .filter(|o| o.status != "ACTIVE")
+                .map(|o| format!("{} is {}", self.resource(), o.status)),
+            ..Diff::changes(changes)
+        })
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
+        change.verb_detail(&self.desired)
+    }
+
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        state: &mut Option<Observed>,
+    ) -> Result<Applied, EngineError> {
+        let ddb = &w.clients().dynamodb;
+        let resource = self.resource();
+        let arn = state.as_ref().map(|o| o.arn.clone()).unwrap_or_default();
+        let after = match change {
+            Change::Create => Some(self.create(ddb).await?),
             Change::Adopt(t) | Change::Tag(t) => {
-                let arn = out.arn.clone().unwrap_or_default();
                 ddb.tag_resource()
                     .resource_arn(arn)
                     .set_tags(Some(ddb_tags(t)?))
                     .send()
                     .await
                     .aws("TagResource", &resource)?;
+                None
             }
             Change::Untag(keys) => {
                 ddb.untag_resource()
-                    .resource_arn(out.arn.clone().unwrap_or_default())
+                    .resource_arn(arn)
                     .set_tag_keys(Some(keys.clone()))
                     .send()
                     .await
                     .aws("UntagResource", &resource)?;
-            }
-            Change::EnableStream => {
-                let res = ddb
-                    .update_table()
-                    .table_name(&d.name)
-                    .stream_specification(stream_spec(true, d.stream_view)?)
-                    .send()
-                    .await
-                    .aws("UpdateTable", &resource)?;
-                after = res.table_description().cloned();
-            }
-            Change::Billing => {
-                let mut req =
-                    ddb.update_table()
-                        .table_name(&d.name)
-                        .billing_mode(match d.billing {
-                            BillingMode::PayPerRequest => DdbBilling::PayPerRequest,
-                            BillingMode::Provisioned => DdbBilling::Provisioned,
-                        });
-                if let Some((r, w)) = d.throughput {
-                    req = req.provisioned_throughput(throughput(r, w)?);
-                }
-                let res = req.send().await.aws("UpdateTable", &resource)?;
-                after = res.table_description().cloned();
-            }
-            Change::DeletionProtection(on) => {
-                let res = ddb
-                    .update_table()
-                    .table_name(&d.name)
-                    .deletion_protection_enabled(*on)
-                    .send()
-                    .await
-                    .aws("UpdateTable", &resource)?;
-                after = res.table_description().cloned();
+                None
             }
             Change::Pitr(on) => {
-                ddb.update_continuous_backups()
-                    .table_name(&d.name)
-                    .point_in_time_recovery_specification(
-                        PointInTimeRecoverySpecification::builder()
-                            .point_in_time_recovery_enabled(*on)
-                            .build()
-                            .map_err(|e| local("building PITR specification", e))?,
-                    )
+                self.pitr(ddb, *on).await?;
+                None
+            }
+            Change::Delete => {
+                ddb.delete_table()
+                    .table_name(&self.desired.name)
                     .send()
                     .await
-                    .aws("UpdateContinuousBackups", &resource)?;
+                    .aws("DeleteTable", &resource)?;
+                None
             }
-        }
-        ctx.record(Component::Table, verb, &resource, detail);
-        if let Some(t) = after {
-            let (o, active) = parse_description(&t);
-            if !o.arn.is_empty() {
-                if let Some(env) = AwsEnv::from_arn(&o.arn) {
-                    ctx.env = env;
-                }
-                out.arn = Some(o.arn.clone());
-            }
-            if o.stream_view.is_some() {
-                out.stream_arn = o.stream_arn.clone();
-            }
-            if !active {
-                return Ok((
-                    out,
-                    Progress::Waiting(format!("{resource} is {}", o.status)),
-                ));
-            }
-        }
+            Change::Keep(_) => None,
+            other => self.update(ddb, other).await?,
+        };
+        Ok(match after {
+            Some(t) => settle(&resource, &t, state),
+            None => Applied::Done,
+        })
     }
-    Ok((out, Progress::Ready))
-}
 
-fn stream_spec(enabled: bool, view: &str) -> Result<StreamSpecification, EngineError> {
-    StreamSpecification::builder()
-        .stream_enabled(enabled)
-        .stream_view_type(to_view(view))
-        .build()
-        .map_err(|e| local("building stream specification", e))
-}
-
-fn throughput(r: i64, w: i64) -> Result<ProvisionedThroughput, EngineError> {
-    ProvisionedThroughput::builder()
-        .read_capacity_units(r)
-        .write_capacity_units(w)
-        .build()
-        .map_err(|e| local("building provisioned throughput", e))
+    /// Honours the deletion policy; never touches a table that is not ours; an adopted table is
+    /// kept unless the operator allows deleting adopted tables and its protection is off.
+    async fn removal(
+        &self,
+        ctx: &Ctx<'_>,
+        o: &Option<Observed>,
+    ) -> Result<Diff<Change>, EngineError> {
+        let resource = self.resource();
+        let Some(o) = o else {
+            return Ok(Diff::none());
+        };
+        if ctx.owner.leaves_alone(&o.tags, &resource) {
+            return Ok(Diff::none());
+        }
+        if self.deletion_policy == DeletionPolicy::Retain {
+            return Ok(Diff::changes(vec![Change::Keep(
+                "deletionPolicy Retain: the table and its data are kept".to_owned(),
+            )]));
+        }
+        if let Some(reason) = adopted_and_kept(self.allow_delete_adopted, o) {
+            return Ok(Diff::changes(vec![Change::Keep(reason.to_owned())]));
+        }
+        if o.status == "DELETING" {
+            return Ok(Diff::wait(format!("{resource} is DELETING")));
+        }
+        let mut changes = Vec::new();
+        if o.deletion_protection {
+            changes.push(Change::Unprotect);
+        }
+        changes.push(Change::Delete);
+        Ok(Diff::changes(changes))
+    }
 }
 
 /// Why an adopted table is kept whatever its deletion policy, if it is: the operator may delete
 /// an adopted table only with `--allow-delete-adopted-tables`, and never switches off deletion
 /// protection on one (someone else set it).
-fn adopted_and_kept(ctx: &Ctx<'_>, o: &Observed) -> Option<&'static str> {
+fn adopted_and_kept(allow_delete_adopted: bool, o: &Observed) -> Option<&'static str> {
     if !o.tags.contains_key(tags::ADOPTED) {
         return None;
     }
-    if !ctx.config.allow_delete_adopted_tables {
+    if !allow_delete_adopted {
         return Some(
             "adopted table kept: deletionPolicy Delete applies to an adopted table only when the operator runs with --allow-delete-adopted-tables",
         );
@@ -520,61 +479,8 @@ fn adopted_and_kept(ctx: &Ctx<'_>, o: &Observed) -> Option<&'static str> {
     )
 }
 
-/// Delete step: honours the deletion policy; never touches a table that is not ours.
-/// Returns Ready when nothing of ours is left (a retained table counts as done).
-pub async fn delete(ctx: &mut Ctx<'_>) -> Result<Progress, EngineError> {
-    let name = ctx.names.table.clone();
-    let resource = format!("dynamodb table {name}");
-    let Some(o) = observe(ctx, &name).await? else {
-        return Ok(Progress::Ready);
-    };
-    if ctx.owner.leaves_alone(&o.tags, &resource) {
-        return Ok(Progress::Ready);
-    }
-    if ctx.spec.table.deletion_policy == DeletionPolicy::Retain {
-        ctx.record(
-            Component::Table,
-            Verb::Retain,
-            &resource,
-            "deletionPolicy Retain: the table and its data are kept",
-        );
-        return Ok(Progress::Ready);
-    }
-    if let Some(reason) = adopted_and_kept(ctx, &o) {
-        ctx.record(Component::Table, Verb::Retain, &resource, reason);
-        return Ok(Progress::Ready);
-    }
-    if o.status == "DELETING" {
-        return Ok(Progress::Waiting(format!("{resource} is DELETING")));
-    }
-    let ddb = ctx.clients.dynamodb.clone();
-    if o.deletion_protection {
-        ddb.update_table()
-            .table_name(&name)
-            .deletion_protection_enabled(false)
-            .send()
-            .await
-            .aws("UpdateTable", &resource)?;
-        ctx.record(
-            Component::Table,
-            Verb::Update,
-            &resource,
-            "deletion protection: true -> false (deletionPolicy Delete)",
-        );
-    }
-    ddb.delete_table()
-        .table_name(&name)
-        .send()
-        .await
-        .aws("DeleteTable", &resource)?;
-    ctx.record(
-        Component::Table,
-        Verb::Delete,
-        &resource,
-        "deletionPolicy Delete",
-    );
-    Ok(Progress::Ready)
-}
+mod apply;
+use apply::settle;
 
 #[cfg(test)]
 mod tests;

@@ -199,6 +199,19 @@ pub fn describe_removal(keys: &[String]) -> String {
     format!("remove tags: {}", keys.join(", "))
 }
 
+/// A tag map as the SDK's tag list of a service: `build` is that service's `Tag` builder.
+pub fn sdk_tags<T, E: std::fmt::Display>(
+    tags: &BTreeMap<String, String>,
+    service: &str,
+    build: impl Fn(&str, &str) -> Result<T, E>,
+) -> Result<Vec<T>, EngineError> {
+    tags.iter()
+        .map(|(k, v)| {
+            build(k, v).map_err(|e| super::errors::local(format!("building {service} tag {k}"), e))
+        })
+        .collect()
+}
+
 /// `k=v, ...` for action details.
 pub fn describe(tags: &BTreeMap<String, String>) -> String {
     tags.iter()

@@ -5,7 +5,9 @@
 use aws_sdk_eventbridge::types::{DeadLetterConfig, RetryPolicy, Target};
 
 use super::context::Ctx;
-use super::errors::{AwsResultExt, aws_error, is_not_found, local};
+use super::driver::{Applied, Diff, Resource, Writer};
+use super::errors::{AwsResultExt, FoundExt, local};
+use super::tags::Owner;
 use super::{Component, EngineError, Verb};
 
 /// The id of the one target on every rule the engine owns.
@@ -31,6 +33,14 @@ pub struct Observed {
 pub enum Change {
     Put(&'static str),
     Remove(Vec<String>),
+}
+
+/// The one target of a consumer's rule.
+#[derive(Clone, Debug)]
+pub struct RuleTarget {
+    pub rule: String,
+    pub bus: String,
+    pub desired: Desired,
 }
 
 /// Pure: the wanted target vs the rule's targets.
@@ -64,7 +74,7 @@ pub async fn observe(ctx: &Ctx<'_>, rule: &str) -> Result<Vec<Observed>, EngineE
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let page = match ctx
+        let Some(page) = ctx
             .clients
             .eventbridge
             .list_targets_by_rule()
@@ -73,10 +83,9 @@ pub async fn observe(ctx: &Ctx<'_>, rule: &str) -> Result<Vec<Observed>, EngineE
             .set_next_token(token.clone())
             .send()
             .await
-        {
-            Ok(p) => p,
-            Err(e) if is_not_found(&e) => return Ok(out),
-            Err(e) => return Err(aws_error(&e, "ListTargetsByRule", &resource)),
+            .found("ListTargetsByRule", &resource)?
+        else {
+            return Ok(out);
         };
         out.extend(page.targets().iter().map(|t| {
             Observed {
@@ -102,102 +111,117 @@ pub async fn observe(ctx: &Ctx<'_>, rule: &str) -> Result<Vec<Observed>, EngineE
     Ok(out)
 }
 
-/// Observe → diff → apply for a rule's target.
-pub async fn reconcile(ctx: &mut Ctx<'_>, rule: &str, d: &Desired) -> Result<(), EngineError> {
-    let resource = format!("target {TARGET_ID} of eventbridge rule {rule}");
-    let observed = observe(ctx, rule).await?;
-    let eb = ctx.clients.eventbridge.clone();
-    for change in diff(d, &observed) {
+impl RuleTarget {
+    fn target(&self) -> Result<Target, EngineError> {
+        let d = &self.desired;
+        Target::builder()
+            .id(TARGET_ID)
+            .arn(&d.arn)
+            .retry_policy(
+                RetryPolicy::builder()
+                    .maximum_retry_attempts(d.retry_attempts)
+                    .maximum_event_age_in_seconds(d.max_age_seconds)
+                    .build(),
+            )
+            .set_dead_letter_config(
+                d.dead_letter_arn
+                    .as_ref()
+                    .map(|a| DeadLetterConfig::builder().arn(a).build()),
+            )
+            .build()
+            .map_err(|e| local("building target", e))
+    }
+}
+
+impl Resource for RuleTarget {
+    type Observed = Vec<Observed>;
+    type Change = Change;
+
+    fn component(&self) -> Component {
+        Component::Consumers
+    }
+
+    fn resource(&self) -> String {
+        format!("target {TARGET_ID} of eventbridge rule {}", self.rule)
+    }
+
+    async fn observe(&self, ctx: &Ctx<'_>) -> Result<Vec<Observed>, EngineError> {
+        observe(ctx, &self.rule).await
+    }
+
+    fn diff(&self, o: &Vec<Observed>, _owner: &Owner) -> Result<Diff<Change>, EngineError> {
+        Ok(Diff::changes(diff(&self.desired, o)))
+    }
+
+    fn describe(&self, change: &Change) -> (Verb, String) {
         match change {
             Change::Put(why) => {
-                if ctx.apply {
-                    let target = Target::builder()
-                        .id(TARGET_ID)
-                        .arn(&d.arn)
-                        .retry_policy(
-                            RetryPolicy::builder()
-                                .maximum_retry_attempts(d.retry_attempts)
-                                .maximum_event_age_in_seconds(d.max_age_seconds)
-                                .build(),
-                        )
-                        .set_dead_letter_config(
-                            d.dead_letter_arn
-                                .as_ref()
-                                .map(|a| DeadLetterConfig::builder().arn(a).build()),
-                        )
-                        .build()
-                        .map_err(|e| local("building target", e))?;
-                    let out = eb
-                        .put_targets()
-                        .rule(rule)
-                        .event_bus_name(&ctx.names.bus)
-                        .targets(target)
-                        .send()
-                        .await
-                        .aws("PutTargets", &resource)?;
-                    if let Some(f) = out.failed_entries().first() {
-                        return Err(super::errors::from_code(
-                            f.error_code().unwrap_or("FailedEntry").to_owned(),
-                            f.error_message().unwrap_or_default().to_owned(),
-                            None,
-                            "PutTargets",
-                            &resource,
-                        ));
-                    }
-                }
-                let verb = if why == "missing" {
+                let verb = if *why == "missing" {
                     Verb::Create
                 } else {
                     Verb::Update
                 };
-                ctx.record(
-                    Component::Consumers,
-                    verb,
-                    &resource,
-                    format!("-> {} ({why})", d.arn),
-                );
+                (verb, format!("-> {} ({why})", self.desired.arn))
             }
-            Change::Remove(ids) => {
-                if ctx.apply {
-                    eb.remove_targets()
-                        .rule(rule)
-                        .event_bus_name(&ctx.names.bus)
-                        .set_ids(Some(ids.clone()))
-                        .send()
-                        .await
-                        .aws("RemoveTargets", &resource)?;
-                }
-                ctx.record(
-                    Component::Consumers,
-                    Verb::Delete,
-                    format!("targets of eventbridge rule {rule}"),
-                    format!("not managed by the pipeline: {}", ids.join(", ")),
-                );
-            }
+            Change::Remove(ids) => (
+                Verb::Delete,
+                format!(
+                    "other targets, not managed by the pipeline: {}",
+                    ids.join(", ")
+                ),
+            ),
         }
     }
-    Ok(())
-}
 
-/// Removes every target of a rule (before the rule is deleted).
-pub async fn remove_all(ctx: &mut Ctx<'_>, rule: &str) -> Result<(), EngineError> {
-    let observed = observe(ctx, rule).await?;
-    if observed.is_empty() {
-        return Ok(());
+    async fn apply(
+        &self,
+        w: Writer<'_>,
+        change: &Change,
+        _state: &mut Vec<Observed>,
+    ) -> Result<Applied, EngineError> {
+        let eb = &w.clients().eventbridge;
+        let resource = self.resource();
+        match change {
+            Change::Put(_) => {
+                let out = eb
+                    .put_targets()
+                    .rule(&self.rule)
+                    .event_bus_name(&self.bus)
+                    .targets(self.target()?)
+                    .send()
+                    .await
+                    .aws("PutTargets", &resource)?;
+                if let Some(f) = out.failed_entries().first() {
+                    return Err(super::errors::from_code(
+                        f.error_code().unwrap_or("FailedEntry").to_owned(),
+                        f.error_message().unwrap_or_default().to_owned(),
+                        None,
+                        "PutTargets",
+                        &resource,
+                    ));
+                }
+            }
+            Change::Remove(ids) => {
+                eb.remove_targets()
+                    .rule(&self.rule)
+                    .event_bus_name(&self.bus)
+                    .set_ids(Some(ids.clone()))
+                    .send()
+                    .await
+                    .aws("RemoveTargets", &resource)?;
+            }
+        }
+        Ok(Applied::Done)
     }
-    let ids: Vec<String> = observed.into_iter().map(|t| t.id).collect();
-    let resource = format!("targets of eventbridge rule {rule}");
-    ctx.clients
-        .eventbridge
-        .remove_targets()
-        .rule(rule)
-        .event_bus_name(&ctx.names.bus)
-        .set_ids(Some(ids.clone()))
-        .send()
-        .await
-        .aws("RemoveTargets", &resource)?;
-    ctx.record(Component::Consumers, Verb::Delete, resource, ids.join(", "));
-    Ok(())
+
+    /// A rule's targets go with the rule (see the rule's removal).
+    async fn removal(
+        &self,
+        _ctx: &Ctx<'_>,
+        _o: &Vec<Observed>,
+    ) -> Result<Diff<Change>, EngineError> {
+        Ok(Diff::none())
+    }
 }
 
 #[cfg(test)]

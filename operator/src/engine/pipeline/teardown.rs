@@ -1,16 +1,19 @@
-//! The delete pass: every resource of a pipeline in reverse creation order, honouring the
-//! deletion policies (a retained table or bus counts as done), and the clean-up of a consumer's
-//! invoke permission on a user's function, shared with the removal of a consumer that left the spec.
+//! The delete pass: every resource of a pipeline in reverse creation order through the driver's
+//! [`remove`], honouring the deletion policies (a retained table or bus counts as done), and the
+//! clean-up of a consumer's invoke permission on a user's function, shared with the removal of a
+//! consumer that left the spec.
 
 use tracing::Instrument;
 
 use crate::crd::OutboxPipeline;
 
-use super::SETTLE_REQUEUE;
-use crate::engine::context::{Ctx, Progress};
+use super::desired::{self, Inputs};
+use super::status::SETTLE_REQUEUE;
+use crate::engine::context::{AwsEnv, Ctx, Progress};
+use crate::engine::driver::remove;
 use crate::engine::{
-    AwsClients, Component, DeleteOutcome, EngineConfig, EngineError, bucket, bus, function, iam,
-    mapping, permission, rule, table, target,
+    AwsClients, Component, DeleteOutcome, EngineConfig, EngineError, bus, function, iam,
+    permission, rule, table, target,
 };
 
 /// Removes our invoke permission from every user's Lambda function the consumer's rule targets
@@ -23,8 +26,78 @@ pub(super) async fn remove_user_function_permissions(
     let bundled_fn = ctx.names.consumer_function(consumer);
     for t in target::observe(ctx, &rule_name).await? {
         if t.arn.contains(":lambda:") && !t.arn.ends_with(&format!(":function:{bundled_fn}")) {
-            permission::delete(ctx, consumer, &t.arn).await?;
+            remove_permission(ctx, consumer, &t.arn).await?;
         }
+    }
+    Ok(())
+}
+
+async fn remove_permission(
+    ctx: &mut Ctx<'_>,
+    consumer: &str,
+    function: &str,
+) -> Result<(), EngineError> {
+    let p = permission::Permission {
+        sid: ctx.names.statement_id(consumer),
+        function: function.to_owned(),
+        rule_arn: String::new(),
+    };
+    remove(ctx, &p).await?;
+    Ok(())
+}
+
+/// The consumers to remove: the spec's and any whose rule is still on the bus.
+async fn consumers(ctx: &Ctx<'_>, bus_exists: bool) -> Result<Vec<String>, EngineError> {
+    let mut consumers: Vec<String> = ctx.spec.consumers.iter().map(|c| c.name.clone()).collect();
+    if bus_exists {
+        for r in rule::list(ctx).await? {
+            if let Some(c) = ctx.names.consumer_of_rule(&r)
+                && !consumers.iter().any(|x| x == c)
+            {
+                consumers.push(c.to_owned());
+            }
+        }
+    }
+    Ok(consumers)
+}
+
+/// Rules (with their targets) and our permissions on users' functions.
+async fn remove_consumers(
+    ctx: &mut Ctx<'_>,
+    consumers: &[String],
+    bus_exists: bool,
+) -> Result<(), EngineError> {
+    for c in consumers {
+        let spec = ctx.spec.consumers.iter().find(|s| &s.name == c);
+        if let Some(f) = spec.and_then(|s| s.target.lambda_function_arn.clone()) {
+            remove_permission(ctx, c, &f).await?;
+        }
+        if bus_exists {
+            if spec.is_none() {
+                // A consumer that left the spec: its target tells a user's function.
+                remove_user_function_permissions(ctx, c).await?;
+            }
+            let r = rule::Rule::named(ctx.names.rule(c), ctx.names.bus.clone());
+            remove(ctx, &r).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Functions first, then their roles.
+async fn remove_functions(ctx: &mut Ctx<'_>, consumers: &[String]) -> Result<(), EngineError> {
+    let mut functions = vec![
+        (Component::Relay, ctx.names.relay_function.clone()),
+        (Component::Relay, ctx.names.writer_function.clone()),
+    ];
+    for c in consumers {
+        functions.push((Component::Consumers, ctx.names.consumer_function(c)));
+    }
+    for (component, f) in &functions {
+        remove(ctx, &function::Function::named(f, *component, "")).await?;
+    }
+    for (component, f) in &functions {
+        remove(ctx, &iam::Role::named(ctx.names.role(f), *component, "")).await?;
     }
     Ok(())
 }
@@ -42,70 +115,34 @@ pub async fn delete(
     );
     async move {
         let mut ctx = Ctx::new(clients, config, pipeline, true);
-        let spec = &pipeline.spec;
         // The table's ARN tells account and region (the failure bucket's name depends on them).
         let table_name = ctx.names.table.clone();
         if let Some(env) = table::observe(&ctx, &table_name)
             .await?
-            .and_then(|t| crate::engine::context::AwsEnv::from_arn(&t.arn))
+            .and_then(|t| AwsEnv::from_arn(&t.arn))
         {
             ctx.env = env;
         }
-        // Consumers: the spec's and any whose rule is still on the bus.
-        let mut consumers: Vec<String> = spec.consumers.iter().map(|c| c.name.clone()).collect();
         let bus_exists = bus::observe(&ctx, &ctx.names.bus.clone()).await?.is_some();
-        if bus_exists {
-            for r in rule::list(&ctx).await? {
-                if let Some(c) = ctx.names.consumer_of_rule(&r)
-                    && !consumers.iter().any(|x| x == c)
-                {
-                    consumers.push(c.to_owned());
-                }
-            }
-        }
-        for c in &consumers {
-            let user_fn = spec
-                .consumers
-                .iter()
-                .find(|s| &s.name == c)
-                .and_then(|s| s.target.lambda_function_arn.clone());
-            if let Some(f) = user_fn {
-                permission::delete(&mut ctx, c, &f).await?;
-            }
-            if bus_exists {
-                let rule_name = ctx.names.rule(c);
-                if !spec.consumers.iter().any(|s| &s.name == c) {
-                    // A consumer that left the spec: its target tells a user's function.
-                    remove_user_function_permissions(&mut ctx, c).await?;
-                }
-                rule::delete(&mut ctx, &rule_name).await?;
-            }
-        }
-        bus::delete(&mut ctx).await?;
-        let relay_fn = ctx.names.relay_function.clone();
-        mapping::delete(&mut ctx, &relay_fn).await?;
-        let mut functions = vec![
-            (Component::Relay, relay_fn),
-            (Component::Relay, ctx.names.writer_function.clone()),
-        ];
-        for c in &consumers {
-            functions.push((Component::Consumers, ctx.names.consumer_function(c)));
-        }
-        for (component, f) in &functions {
-            function::delete(&mut ctx, *component, f).await?;
-        }
-        for (component, f) in &functions {
-            iam::delete(&mut ctx, *component, f).await?;
-        }
+        let consumers = consumers(&ctx, bus_exists).await?;
+        remove_consumers(&mut ctx, &consumers, bus_exists).await?;
+        let bus = desired::bus(&Inputs::of(&ctx));
+        remove(&mut ctx, &bus).await?;
+        let mapping = desired::mapping(&Inputs::of(&ctx), &Default::default());
+        remove(&mut ctx, &mapping).await?;
+        remove_functions(&mut ctx, &consumers).await?;
         // Also when the spec now names its own destination: an earlier bucket may still be there.
         if ctx.env.is_known() {
-            bucket::delete(&mut ctx).await?;
+            let bucket = crate::engine::bucket::Bucket {
+                name: Some(ctx.names.bucket(&ctx.env.account, &ctx.env.region)),
+                region: ctx.env.region.clone(),
+                tags: ctx.tags.clone(),
+            };
+            remove(&mut ctx, &bucket).await?;
         }
-        let mut waits: Vec<String> = Vec::new();
-        if let Progress::Waiting(m) = table::delete(&mut ctx).await? {
-            waits.push(m);
-        }
-        let done = waits.is_empty();
+        let table = desired::table(&Inputs::of(&ctx));
+        let progress = remove(&mut ctx, &table).await?;
+        let done = progress == Progress::Ready;
         Ok(DeleteOutcome {
             actions: ctx.actions,
             done,

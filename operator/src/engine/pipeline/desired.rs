@@ -1,0 +1,326 @@
+//! The desired state of every resource of a pipeline: pure functions from the spec, the derived
+//! names, the account/region, the operator's settings and what earlier steps learnt ([`Known`]:
+//! ARNs that exist only once their resource does). No AWS call and no file read here; the
+//! pipeline runs what these return through the driver, in creation order.
+
+use std::collections::BTreeMap;
+
+use outbox_contract::{EventMapping, RelayConfig};
+
+use crate::crd::{ConsumerSpec, OutboxPipelineSpec};
+use crate::engine::context::{AwsEnv, Ctx};
+use crate::engine::names::Names;
+use crate::engine::{
+    Component, EngineConfig, bucket, bus, function, iam, mapping, permission, rule, table, target,
+};
+
+/// What the desired state is built from.
+pub struct Inputs<'a> {
+    pub spec: &'a OutboxPipelineSpec,
+    pub names: &'a Names,
+    pub env: &'a AwsEnv,
+    pub config: &'a EngineConfig,
+    /// Every resource's tags (spec tags, their record and the ownership tags).
+    pub tags: &'a BTreeMap<String, String>,
+    /// `<namespace>/<name>`.
+    pub pipeline: &'a str,
+}
+
+impl<'a> Inputs<'a> {
+    pub fn of(ctx: &'a Ctx<'_>) -> Inputs<'a> {
+        Inputs {
+            spec: ctx.spec,
+            names: &ctx.names,
+            env: &ctx.env,
+            config: ctx.config,
+            tags: &ctx.tags,
+            pipeline: &ctx.owner.pipeline,
+        }
+    }
+}
+
+/// ARNs learnt from earlier steps (None: not there yet, e.g. in a plan of a new pipeline).
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    pub table_arn: Option<String>,
+    pub stream_arn: Option<String>,
+    /// Role ARNs by function name.
+    pub roles: BTreeMap<String, String>,
+    /// Bundled consumer function ARNs by consumer name.
+    pub consumer_functions: BTreeMap<String, String>,
+}
+
+/// A placeholder for an ARN that exists only after apply (plan of a new pipeline).
+pub fn after_apply(what: &str) -> String {
+    format!("<{what} after apply>")
+}
+
+/// True when the consumer's target is the bundled consumer function.
+pub fn bundled(c: &ConsumerSpec) -> bool {
+    c.target.lambda_function_arn.is_none() && c.target.sqs_queue_arn.is_none()
+}
+
+pub fn table(i: &Inputs<'_>) -> table::Table {
+    table::Table {
+        desired: table::desired(
+            &i.spec.table,
+            &i.names.table,
+            i.tags,
+            i.config.allow_adoption,
+        ),
+        deletion_policy: i.spec.table.deletion_policy,
+        allow_delete_adopted: i.config.allow_delete_adopted_tables,
+    }
+}
+
+/// The failure bucket, unless the spec names its own destination.
+pub fn bucket(i: &Inputs<'_>) -> Option<bucket::Bucket> {
+    i.spec
+        .relay
+        .on_failure_destination_arn
+        .is_none()
+        .then(|| bucket::Bucket {
+            name: i
+                .env
+                .is_known()
+                .then(|| i.names.bucket(&i.env.account, &i.env.region)),
+            region: i.env.region.clone(),
+            tags: i.tags.clone(),
+        })
+}
+
+/// Where the relay's failed batches go: the spec's destination or the failure bucket.
+pub fn failure_destination(i: &Inputs<'_>) -> String {
+    match (&i.spec.relay.on_failure_destination_arn, i.env.is_known()) {
+        (Some(arn), _) => arn.clone(),
+        (None, true) => i
+            .env
+            .bucket_arn(&i.names.bucket(&i.env.account, &i.env.region)),
+        (None, false) => after_apply("failure bucket ARN"),
+    }
+}
+
+/// The functions of the pipeline with the component each counts for: relay, writer (when
+/// enabled), and one bundled consumer per consumer without its own target.
+pub fn function_names(i: &Inputs<'_>) -> Vec<(Component, String)> {
+    let mut out = vec![(Component::Relay, i.names.relay_function.clone())];
+    if i.spec.writer.enabled {
+        out.push((Component::Relay, i.names.writer_function.clone()));
+    }
+    for c in i.spec.consumers.iter().filter(|c| bundled(c)) {
+        out.push((Component::Consumers, i.names.consumer_function(&c.name)));
+    }
+    out
+}
+
+/// The execution roles, one per function (function name, role), each with its least-privilege
+/// grants.
+pub fn roles(i: &Inputs<'_>, known: &Known) -> Vec<(String, iam::Role)> {
+    let table_arn = known
+        .table_arn
+        .clone()
+        .unwrap_or_else(|| i.env.arn("dynamodb", &format!("table/{}", i.names.table)));
+    function_names(i)
+        .into_iter()
+        .map(|(component, f)| {
+            let grants = if f == i.names.relay_function {
+                iam::Grants::Relay {
+                    stream_arn: known
+                        .stream_arn
+                        .clone()
+                        .unwrap_or_else(|| after_apply("stream ARN")),
+                    bus_arn: i.env.bus_arn(&i.names.bus),
+                    failure_destination_arn: failure_destination(i),
+                }
+            } else if f == i.names.writer_function {
+                iam::Grants::Writer {
+                    table_arn: table_arn.clone(),
+                }
+            } else {
+                iam::Grants::Consumer
+            };
+            let role = iam::Role {
+                desired: iam::Desired {
+                    name: i.names.role(&f),
+                    trust: iam::trust_policy(),
+                    policy: iam::inline_policy(i.env, &f, &grants),
+                    boundary: i.config.permissions_boundary_arn.clone(),
+                    tags: i.tags.clone(),
+                },
+                component,
+                description: format!("outbox-operator: execution role of {f} ({})", i.pipeline),
+                gone_because: "",
+            };
+            (f, role)
+        })
+        .collect()
+}
+
+/// The relay's environment: the bus, the change → event mappings and the request size limit.
+fn relay_env(i: &Inputs<'_>) -> BTreeMap<String, String> {
+    let relay = &i.spec.relay;
+    RelayConfig {
+        bus_name: i.names.bus.clone(),
+        events: relay
+            .events
+            .iter()
+            .map(|e| EventMapping {
+                change: e.change,
+                source: e.source.clone(),
+                detail_type: e.detail_type.clone(),
+                payload: e.payload,
+            })
+            .collect(),
+        request_size_limit_bytes: usize::try_from(relay.request_size_limit_bytes)
+            .unwrap_or(outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES),
+    }
+    .to_env()
+}
+
+/// The functions with their configuration (their code is read when they are reconciled).
+pub fn functions(i: &Inputs<'_>, known: &Known) -> Vec<(Component, function::Desired)> {
+    let spec = i.spec;
+    function_names(i)
+        .into_iter()
+        .map(|(component, name)| {
+            let (artifact, memory, timeout, env) = if name == i.names.relay_function {
+                let r = &spec.relay;
+                ("relay", r.memory_mb, r.timeout_seconds, relay_env(i))
+            } else if name == i.names.writer_function {
+                let env = BTreeMap::from([
+                    (
+                        outbox_contract::env::TABLE_NAME.to_owned(),
+                        i.names.table.clone(),
+                    ),
+                    (
+                        outbox_contract::env::PARTITION_KEY.to_owned(),
+                        spec.table.partition_key.name.clone(),
+                    ),
+                ]);
+                (
+                    "writer",
+                    function::SMALL_MEMORY_MB,
+                    function::SMALL_TIMEOUT_SECONDS,
+                    env,
+                )
+            } else {
+                (
+                    "consumer",
+                    function::SMALL_MEMORY_MB,
+                    function::SMALL_TIMEOUT_SECONDS,
+                    BTreeMap::new(),
+                )
+            };
+            let role_arn = known
+                .roles
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| after_apply(&format!("{artifact} role ARN")));
+            let desired = function::Desired {
+                name,
+                artifact,
+                role_arn,
+                memory,
+                timeout,
+                architecture: spec.relay.architecture,
+                env,
+                tags: i.tags.clone(),
+            };
+            (component, desired)
+        })
+        .collect()
+}
+
+/// The stream → relay mapping.
+pub fn mapping(i: &Inputs<'_>, known: &Known) -> mapping::Mapping {
+    mapping::Mapping {
+        function: i.names.relay_function.clone(),
+        desired: mapping::desired(
+            &i.spec.relay,
+            known.stream_arn.clone(),
+            failure_destination(i),
+        ),
+    }
+}
+
+pub fn bus(i: &Inputs<'_>) -> bus::Bus {
+    bus::Bus {
+        name: i.names.bus.clone(),
+        tags: i.tags.clone(),
+        deletion_policy: i.spec.bus.deletion_policy,
+    }
+}
+
+pub fn rule(i: &Inputs<'_>, c: &ConsumerSpec) -> rule::Rule {
+    rule::Rule {
+        name: i.names.rule(&c.name),
+        bus: i.names.bus.clone(),
+        pattern: c.event_pattern.clone(),
+        tags: i.tags.clone(),
+        description: format!("outbox-operator: consumer {} of {}", c.name, i.pipeline),
+    }
+}
+
+/// What a consumer's rule routes to, once the rule's ARN is known.
+#[derive(Debug)]
+pub struct Delivery {
+    /// None while the bundled function is not there yet (its role not assumable): next pass.
+    pub target: Option<target::RuleTarget>,
+    /// Our invoke statement on the target function (Lambda targets).
+    pub permission: Option<permission::Permission>,
+    /// What the user must allow on queues the operator does not own.
+    pub required_actions: Vec<String>,
+}
+
+/// The target, the invoke permission and the queue statements of a consumer.
+pub fn delivery(i: &Inputs<'_>, known: &Known, c: &ConsumerSpec, rule_arn: &str) -> Delivery {
+    let mut required_actions = Vec::new();
+    let (target_arn, invoke) = match (&c.target.lambda_function_arn, &c.target.sqs_queue_arn) {
+        (Some(f), _) => (Some(f.clone()), Some(f.clone())),
+        (None, Some(q)) => {
+            required_actions.push(permission::sqs_required_action(
+                q,
+                rule_arn,
+                &format!("target of consumer {}", c.name),
+            ));
+            (Some(q.clone()), None)
+        }
+        (None, None) => (
+            known.consumer_functions.get(&c.name).cloned(),
+            Some(i.names.consumer_function(&c.name)),
+        ),
+    };
+    if let Some(dlq) = &c.dead_letter_arn {
+        required_actions.push(permission::sqs_required_action(
+            dlq,
+            rule_arn,
+            &format!("dead-letter queue of consumer {}", c.name),
+        ));
+    }
+    let target = target_arn.map(|arn| target::RuleTarget {
+        rule: i.names.rule(&c.name),
+        bus: i.names.bus.clone(),
+        desired: target::Desired {
+            arn,
+            retry_attempts: c.retry_policy.maximum_retry_attempts,
+            max_age_seconds: c.retry_policy.maximum_event_age_seconds,
+            dead_letter_arn: c.dead_letter_arn.clone(),
+        },
+    });
+    Delivery {
+        permission: target
+            .as_ref()
+            .and(invoke)
+            .map(|function| permission::Permission {
+                sid: i.names.statement_id(&c.name),
+                function,
+                rule_arn: rule_arn.to_owned(),
+            }),
+        target,
+        required_actions,
+    }
+}
+
+#[cfg(test)]
+#[path = "desired_tests.rs"]
+mod tests;
