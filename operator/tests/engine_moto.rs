@@ -494,3 +494,74 @@ async fn a_tag_dropped_from_the_spec_is_removed_and_a_hand_added_tag_stays() {
     h.assert_steady(&p).await;
     h.assert_policy_covers_calls();
 }
+
+/// `plan` is read-only by construction: for a new pipeline, an in-sync one and a drifted one it
+/// makes zero mutating calls (and reports the drift as the changes reconcile would make).
+#[tokio::test]
+async fn plan_makes_no_mutating_call_for_a_new_an_in_sync_and_a_drifted_pipeline() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("pl");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let p = example("user-lifecycle.yaml", &id);
+    let names = Names::new(&cluster, &p);
+    let plan_calls = |what: &str| {
+        let calls = h.take_calls();
+        assert!(!calls.is_empty(), "{what}: the observer saw the plan");
+        let mutating: Vec<_> = calls.iter().filter(|c| c.mutating).collect();
+        assert!(
+            mutating.is_empty(),
+            "{what}: plan made mutating calls {mutating:?}"
+        );
+    };
+
+    h.take_calls();
+    let new = h.engine.plan(&p).await.expect("plan of a new pipeline");
+    assert!(has_action_in(&new.actions, Verb::Create, &names.table));
+    plan_calls("new");
+
+    h.converge(&p).await;
+    h.take_calls();
+    assert!(h.engine.plan(&p).await.expect("plan in sync").in_sync());
+    plan_calls("in sync");
+
+    // Drift: the relay's memory and a consumer rule's state, changed by hand.
+    h.clients
+        .lambda
+        .update_function_configuration()
+        .function_name(&names.relay_function)
+        .memory_size(1024)
+        .send()
+        .await
+        .unwrap();
+    h.clients
+        .eventbridge
+        .disable_rule()
+        .name(names.rule(&p.spec.consumers[0].name))
+        .event_bus_name(&names.bus)
+        .send()
+        .await
+        .unwrap();
+    h.take_calls();
+    let drifted = h.engine.plan(&p).await.expect("plan of a drifted pipeline");
+    assert!(has_action_in(
+        &drifted.actions,
+        Verb::Update,
+        &names.relay_function
+    ));
+    assert!(has_action_in(
+        &drifted.actions,
+        Verb::Update,
+        &names.rule(&p.spec.consumers[0].name)
+    ));
+    plan_calls("drifted");
+    let status = h.engine.status(&p).await.expect("status");
+    assert!(!status.is_ready(), "drift is not in sync");
+    plan_calls("status");
+}
+
+fn has_action_in(actions: &[outbox_operator::engine::Action], verb: Verb, part: &str) -> bool {
+    actions
+        .iter()
+        .any(|a| a.verb == verb && a.resource.contains(part))
+}

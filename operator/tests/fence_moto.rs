@@ -168,3 +168,63 @@ async fn a_reconcile_with_the_fence_down_creates_nothing_and_reports_not_leading
     let deleted = engine.delete(&p).await;
     assert!(deleted.is_ok(), "{deleted:?}");
 }
+
+/// The clients of `plan` and `status` refuse every mutating call before it is sent, whatever
+/// code asks: a read-only pass cannot change AWS. The refusal is an internal error (a defect
+/// of ours), never the user's InvalidSpec.
+#[tokio::test]
+async fn read_only_clients_refuse_every_mutating_call_and_let_reads_through() {
+    let Some(endpoint) = endpoint() else { return };
+    let sdk = emulator_sdk(&endpoint).await;
+    let engine = Engine::new(&sdk, engine_config("read-only"));
+    let clients = engine.read_only_clients_for(None);
+    let bucket = unique("ro-bucket").to_ascii_lowercase();
+    let err = clients
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect_err("CreateBucket must not pass the read-only guard");
+    let mapped = aws_error(&err, "CreateBucket", &format!("s3 bucket {bucket}"));
+    assert!(mapped.to_string().contains("read-only"), "{mapped}");
+    assert!(
+        !matches!(
+            mapped,
+            EngineError::InvalidSpec { .. } | EngineError::NotLeading { .. }
+        ),
+        "{mapped:?}"
+    );
+    let err = clients
+        .dynamodb
+        .delete_table()
+        .table_name("anything")
+        .send()
+        .await
+        .expect_err("DeleteTable must not pass the read-only guard");
+    let mapped = aws_error(&err, "DeleteTable", "dynamodb table anything");
+    assert!(mapped.to_string().contains("read-only"), "{mapped}");
+    let listed = clients.s3.list_buckets().send().await.expect("reads pass");
+    assert!(
+        listed
+            .buckets()
+            .iter()
+            .all(|b| b.name() != Some(bucket.as_str()))
+    );
+    // The engine's own clients are not read-only.
+    let writable = engine.clients_for(None);
+    writable
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("reconcile's clients write");
+    writable
+        .s3
+        .delete_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("clean up");
+}
