@@ -95,6 +95,21 @@ pub(crate) fn not_leading_error(
     None
 }
 
+/// Ok for a read; for a mutating call (or one whose operation is unknown, which cannot be told
+/// apart) the error `refusal(service, operation)`.
+fn refuse_mutating<E: std::error::Error + Send + Sync + 'static>(
+    cfg: &ConfigBag,
+    refusal: impl FnOnce(String, String) -> E,
+) -> Result<(), BoxError> {
+    match cfg.load::<Metadata>() {
+        Some(meta) if !is_mutating(meta.name()) => Ok(()),
+        meta => Err(Box::new(refusal(
+            meta.map_or("unknown", |m| m.service()).to_owned(),
+            meta.map_or("unknown", |m| m.name()).to_owned(),
+        ))),
+    }
+}
+
 /// Refuses every mutating call (the clients of `plan` and `status`).
 #[derive(Debug)]
 pub(crate) struct ReadOnlyInterceptor;
@@ -110,13 +125,7 @@ impl Intercept for ReadOnlyInterceptor {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        match cfg.load::<Metadata>() {
-            Some(meta) if !is_mutating(meta.name()) => Ok(()),
-            meta => Err(Box::new(ReadOnly {
-                service: meta.map_or("unknown", |m| m.service()).to_owned(),
-                operation: meta.map_or("unknown", |m| m.name()).to_owned(),
-            })),
-        }
+        refuse_mutating(cfg, |service, operation| ReadOnly { service, operation })
     }
 }
 
@@ -139,17 +148,6 @@ impl Intercept for FenceInterceptor {
         if self.0.is_up() {
             return Ok(());
         }
-        match cfg.load::<Metadata>() {
-            Some(meta) if !is_mutating(meta.name()) => Ok(()),
-            Some(meta) => Err(Box::new(NotLeading {
-                service: meta.service().to_owned(),
-                operation: meta.name().to_owned(),
-            })),
-            // Without the operation's name the call cannot be told apart: refuse it.
-            None => Err(Box::new(NotLeading {
-                service: "unknown".to_owned(),
-                operation: "unknown".to_owned(),
-            })),
-        }
+        refuse_mutating(cfg, |service, operation| NotLeading { service, operation })
     }
 }

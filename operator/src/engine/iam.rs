@@ -394,10 +394,9 @@ impl Resource for Role {
         o: &Option<Observed>,
     ) -> Result<Diff<Change>, EngineError> {
         let resource = self.resource();
-        let Some(o) = o else {
-            return Ok(Diff::none());
-        };
-        if ctx.owner.leaves_alone(&o.tags, &resource) {
+        if o.as_ref()
+            .is_none_or(|o| ctx.owner.leaves_alone(&o.tags, &self.resource()))
+        {
             return Ok(Diff::none());
         }
         let policies = ctx

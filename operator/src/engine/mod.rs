@@ -43,6 +43,24 @@ pub use errors::{EngineError, ErrorClass};
 pub use fence::{Fence, NotLeading};
 pub(crate) use fence::{FenceInterceptor, ReadOnlyInterceptor, not_leading_error};
 
+/// Attaches the hooks' interceptors (call observer, leadership fence, read-only guard) to any
+/// service's config builder (the SDK builders share no trait).
+macro_rules! attach_hooks {
+    ($builder:expr, $hooks:expr) => {{
+        let mut b = $builder;
+        if let Some(o) = &$hooks.observer {
+            b = b.interceptor(ObserverInterceptor(o.clone()));
+        }
+        if let Some(f) = &$hooks.fence {
+            b = b.interceptor(FenceInterceptor(f.clone()));
+        }
+        if $hooks.read_only {
+            b = b.interceptor(ReadOnlyInterceptor);
+        }
+        b
+    }};
+}
+
 /// The AWS clients the engine uses, built once from the standard aws-config chain and injected.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -68,18 +86,9 @@ impl AwsClients {
         let region = region.map(|r| aws_types::region::Region::new(r.to_owned()));
         macro_rules! client {
             ($krate:ident, $extra:expr) => {{
-                let mut b = $krate::config::Builder::from(conf);
+                let mut b = attach_hooks!($krate::config::Builder::from(conf), hooks);
                 if let Some(r) = &region {
                     b = b.region(r.clone());
-                }
-                if let Some(o) = &hooks.observer {
-                    b = b.interceptor(ObserverInterceptor(o.clone()));
-                }
-                if let Some(f) = &hooks.fence {
-                    b = b.interceptor(FenceInterceptor(f.clone()));
-                }
-                if hooks.read_only {
-                    b = b.interceptor(ReadOnlyInterceptor);
                 }
                 #[allow(clippy::redundant_closure_call)]
                 let b = ($extra)(b);
@@ -107,16 +116,7 @@ impl AwsClients {
     fn with_hooks(&self, hooks: &Hooks) -> Self {
         macro_rules! rebuild {
             ($krate:ident, $c:expr) => {{
-                let mut b = $c.config().to_builder();
-                if let Some(o) = &hooks.observer {
-                    b = b.interceptor(ObserverInterceptor(o.clone()));
-                }
-                if let Some(f) = &hooks.fence {
-                    b = b.interceptor(FenceInterceptor(f.clone()));
-                }
-                if hooks.read_only {
-                    b = b.interceptor(ReadOnlyInterceptor);
-                }
+                let b = attach_hooks!($c.config().to_builder(), hooks);
                 $krate::Client::from_conf(b.build())
             }};
         }

@@ -208,10 +208,9 @@ impl Resource for Rule {
         ctx: &Ctx<'_>,
         o: &Option<Observed>,
     ) -> Result<Diff<Change>, EngineError> {
-        let Some(o) = o else {
-            return Ok(Diff::none());
-        };
-        if ctx.owner.leaves_alone(&o.tags, &self.resource()) {
+        if o.as_ref()
+            .is_none_or(|o| ctx.owner.leaves_alone(&o.tags, &self.resource()))
+        {
             return Ok(Diff::none());
         }
         let targets: Vec<String> = super::target::observe(ctx, &self.name)

@@ -436,12 +436,12 @@ impl Resource for Table {
         o: &Option<Observed>,
     ) -> Result<Diff<Change>, EngineError> {
         let resource = self.resource();
-        let Some(o) = o else {
+        let Some(o) = o
+            .as_ref()
+            .filter(|o| !ctx.owner.leaves_alone(&o.tags, &self.resource()))
+        else {
             return Ok(Diff::none());
         };
-        if ctx.owner.leaves_alone(&o.tags, &resource) {
-            return Ok(Diff::none());
-        }
         if self.deletion_policy == DeletionPolicy::Retain {
             return Ok(Diff::changes(vec![Change::Keep(
                 "deletionPolicy Retain: the table and its data are kept".to_owned(),
