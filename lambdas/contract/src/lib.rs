@@ -12,10 +12,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Environment variable names the operator sets on the Lambdas.
 pub mod redact;
 pub mod startup;
 
+/// Environment variable names the operator sets on the Lambdas.
 pub mod env {
     /// Name of the EventBridge bus the relay publishes to.
     pub const BUS_NAME: &str = "OUTBOX_BUS_NAME";
@@ -120,7 +120,8 @@ pub struct RelayConfig {
     pub request_size_limit_bytes: usize,
 }
 
-/// Why a relay configuration was rejected. Each message names the variable.
+/// Why a Lambda's configuration (the relay's or the writer's) was rejected. Each message names
+/// the variable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("environment variable {0} is not set")]

@@ -16,6 +16,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
+pub use outbox_contract::ConfigError;
 use outbox_contract::{User, env};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -34,15 +35,6 @@ pub struct WriterConfig {
     pub table_name: String,
     /// Name of the table's partition key attribute, which holds the generated id.
     pub partition_key: String,
-}
-
-/// Why the writer's configuration was rejected. Each message names the variable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    #[error("environment variable {var} is invalid: {reason}")]
-    Invalid { var: &'static str, reason: String },
 }
 
 impl WriterConfig {
