@@ -17,26 +17,19 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::dynamodb::Event;
 use lambda_runtime::LambdaEvent;
 use outbox_contract::RelayConfig;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::event::{Disposition, Prepared, prepare};
 pub use crate::publish::RetryPolicy;
 use crate::publish::{StopReason, publish};
 
-/// The partial batch response (`ReportBatchItemFailures`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchResponse {
-    pub batch_item_failures: Vec<BatchItemFailure>,
-}
-
-/// One failed record, named by its sequence number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemFailure {
-    pub item_identifier: String,
-}
+/// The partial batch response (`ReportBatchItemFailures`):
+/// `{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}]}`, the list empty when the
+/// whole batch was published. It is `aws_lambda_events`' own type; the relay only ever names a
+/// record by a non-empty sequence number, never with a null `itemIdentifier`.
+pub use aws_lambda_events::streams::{
+    DynamoDbBatchItemFailure as BatchItemFailure, DynamoDbEventResponse as BatchResponse,
+};
 
 /// Errors that fail the whole invocation (Lambda then retries the whole batch).
 #[derive(Debug, thiserror::Error)]
@@ -133,11 +126,9 @@ impl Relay {
         report.calls = outcome.calls;
         report.retried = outcome.retried;
         if let Some((index, reason)) = batch.first_unpublished(outcome.stopped_at) {
-            let item_identifier = sequence_number_to_report(event, index, reason)?;
-            report
-                .response
-                .batch_item_failures
-                .push(BatchItemFailure { item_identifier });
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = Some(sequence_number_to_report(event, index, reason)?);
+            report.response.batch_item_failures.push(failure);
         }
         log_report(&report);
         Ok(report)
@@ -238,7 +229,7 @@ fn log_report(report: &Report) {
             .response
             .batch_item_failures
             .first()
-            .map(|f| f.item_identifier.as_str()),
+            .and_then(|f| f.item_identifier.as_deref()),
         "stream batch relayed"
     );
 }

@@ -16,7 +16,7 @@ use aws_sdk_eventbridge::types::error::InternalException;
 use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
 use outbox_contract::{ChangeType, EventMapping, Payload, RelayConfig};
 use outbox_relay::event::event_id;
-use outbox_relay::{BatchItemFailure, Invocation, Relay, Report, RetryPolicy};
+use outbox_relay::{Invocation, Relay, Report, RetryPolicy};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -268,7 +268,11 @@ fn failures(report: &Report) -> Vec<String> {
         .response
         .batch_item_failures
         .iter()
-        .map(|BatchItemFailure { item_identifier }| item_identifier.clone())
+        .map(|f| {
+            f.item_identifier
+                .clone()
+                .expect("a failure names its record")
+        })
         .collect()
 }
 
@@ -729,6 +733,15 @@ async fn batch_response_serialises_as_lambda_expects() {
     assert_eq!(
         serde_json::to_value(&report.response).unwrap(),
         json!({"batchItemFailures": [{"itemIdentifier": seq(0)}]})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fully_published_batch_answers_an_empty_failure_list() {
+    let report = run(users(), &always_ok(), &distinct(3, 5)).await;
+    assert_eq!(
+        serde_json::to_value(&report.response).unwrap(),
+        json!({"batchItemFailures": []})
     );
 }
 
