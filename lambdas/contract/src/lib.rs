@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod redact;
 pub mod startup;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 /// Environment variable names the operator sets on the Lambdas.
 pub mod env {

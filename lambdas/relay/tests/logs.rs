@@ -3,38 +3,23 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::*;
+use outbox_contract::testing::LogCapture;
 use outbox_relay::Report;
 use serde_json::json;
 
 /// Everything the relay logs while `f` runs, as the Lambda's JSON lines.
 async fn captured_logs<F: std::future::Future<Output = Report>>(f: F) -> (Report, String) {
-    let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
-    let sink = buf.clone();
+    let capture = LogCapture::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || Capture(sink.clone()))
+        .with_writer(capture.clone())
         .finish();
     let guard = tracing::subscriber::set_default(subscriber);
     let report = f.await;
     drop(guard);
-    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-    (report, text)
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    (report, capture.text())
 }
 
 #[tokio::test(start_paused = true)]
