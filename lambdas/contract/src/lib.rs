@@ -132,6 +132,18 @@ pub enum ConfigError {
     Invalid { var: &'static str, reason: String },
 }
 
+impl ConfigError {
+    /// The value of `var` through `lookup`; unset or blank is [`ConfigError::Missing`].
+    pub fn required(
+        lookup: &impl Fn(&str) -> Option<String>,
+        var: &'static str,
+    ) -> Result<String, ConfigError> {
+        lookup(var)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Missing(var))
+    }
+}
+
 impl RelayConfig {
     /// The environment the operator sets on the relay function.
     pub fn to_env(&self) -> BTreeMap<String, String> {
@@ -153,9 +165,7 @@ impl RelayConfig {
 
     /// Reads the configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let bus_name = lookup(env::BUS_NAME)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing(env::BUS_NAME))?;
+        let bus_name = ConfigError::required(&lookup, env::BUS_NAME)?;
         let raw_events = lookup(env::EVENTS).ok_or(ConfigError::Missing(env::EVENTS))?;
         let events: Vec<EventMapping> =
             serde_json::from_str(&raw_events).map_err(|e| ConfigError::Invalid {

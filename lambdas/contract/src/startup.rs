@@ -12,7 +12,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Installs the JSON log subscriber on stdout, the level from `RUST_LOG` (default `info`).
-/// Call it first thing in `main`, before [`serve_or_report`].
+/// [`start`] calls it; a Lambda without a configuration calls it first thing in `main`.
 pub fn init_logs() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     json_logs(filter, std::io::stdout).init();
@@ -33,11 +33,11 @@ where
         .finish()
 }
 
-/// Runs `serve` with the configuration, or logs why there is none; the process's exit code.
-/// Call it after [`init_logs`].
-pub async fn serve_or_report<C, E, S, F, R>(
+/// How a Lambda with a configuration starts: installs the logs ([`init_logs`]), reads the
+/// configuration and runs `serve` with it, or logs why there is none; the process's exit code.
+pub async fn start<C, E, S, F, R>(
     function: &str,
-    config: Result<C, E>,
+    config: impl FnOnce() -> Result<C, E>,
     serve: S,
 ) -> ExitCode
 where
@@ -46,7 +46,8 @@ where
     F: Future<Output = Result<(), R>>,
     R: Display,
 {
-    let config = match config {
+    init_logs();
+    let config = match config() {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(error = %e, "invalid {function} configuration; the function cannot start");
@@ -64,28 +65,13 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::testing::LogCapture;
 
     #[test]
     fn a_log_line_is_one_json_object_with_the_request_id_and_no_timestamp() {
-        let capture = Capture::default();
-        let sink = capture.clone();
-        let subscriber = json_logs(EnvFilter::new("info"), move || sink.clone());
+        let capture = LogCapture::default();
+        let subscriber = json_logs(EnvFilter::new("info"), capture.clone());
         tracing::subscriber::with_default(subscriber, || {
             // The span the Lambda runtime opens around each invocation.
             let span = tracing::info_span!("Lambda runtime invoke", requestId = "req-1");
@@ -93,7 +79,7 @@ mod tests {
             tracing::debug!("not at the default level");
             tracing::info!(published = 3, "stream batch relayed");
         });
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let text = capture.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
         let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();

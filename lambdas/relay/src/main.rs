@@ -6,11 +6,7 @@ use outbox_relay::{Relay, RetryPolicy};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    outbox_contract::startup::init_logs();
-    outbox_contract::startup::serve_or_report("relay", RelayConfig::from_env(), |c| {
-        Box::pin(serve(c))
-    })
-    .await
+    outbox_contract::startup::start("relay", RelayConfig::from_env, |c| Box::pin(serve(c))).await
 }
 
 async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {

@@ -44,9 +44,7 @@ impl WriterConfig {
 
     /// Reads [`env::TABLE_NAME`] (required) and [`env::PARTITION_KEY`] (default `id`).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let table_name = lookup(env::TABLE_NAME)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing(env::TABLE_NAME))?;
+        let table_name = ConfigError::required(&lookup, env::TABLE_NAME)?;
         let partition_key = lookup(env::PARTITION_KEY)
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| "id".to_owned());

@@ -4,11 +4,7 @@ use outbox_writer::{Writer, WriterConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    outbox_contract::startup::init_logs();
-    outbox_contract::startup::serve_or_report("writer", WriterConfig::from_env(), |c| {
-        Box::pin(serve(c))
-    })
-    .await
+    outbox_contract::startup::start("writer", WriterConfig::from_env, |c| Box::pin(serve(c))).await
 }
 
 async fn serve(config: WriterConfig) -> Result<(), lambda_runtime::Error> {
