@@ -252,26 +252,13 @@ mod tests {
 
     /// Everything `f` logs, as the Lambda's JSON lines.
     fn captured_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
-        use std::sync::{Arc, Mutex};
-        struct Capture(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Capture {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let sink = buf.clone();
+        let capture = outbox_contract::testing::LogCapture::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
-            .with_writer(move || Capture(sink.clone()))
+            .with_writer(capture.clone())
             .finish();
         let out = tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        (out, text)
+        (out, capture.text())
     }
 
     #[test]

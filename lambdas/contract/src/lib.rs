@@ -12,10 +12,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Environment variable names the operator sets on the Lambdas.
 pub mod redact;
 pub mod startup;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
+/// Environment variable names the operator sets on the Lambdas.
 pub mod env {
     /// Name of the EventBridge bus the relay publishes to.
     pub const BUS_NAME: &str = "OUTBOX_BUS_NAME";
@@ -120,13 +122,26 @@ pub struct RelayConfig {
     pub request_size_limit_bytes: usize,
 }
 
-/// Why a relay configuration was rejected. Each message names the variable.
+/// Why a Lambda's configuration (the relay's or the writer's) was rejected. Each message names
+/// the variable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("environment variable {0} is not set")]
     Missing(&'static str),
     #[error("environment variable {var} is invalid: {reason}")]
     Invalid { var: &'static str, reason: String },
+}
+
+impl ConfigError {
+    /// The value of `var` through `lookup`; unset or blank is [`ConfigError::Missing`].
+    pub fn required(
+        lookup: &impl Fn(&str) -> Option<String>,
+        var: &'static str,
+    ) -> Result<String, ConfigError> {
+        lookup(var)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Missing(var))
+    }
 }
 
 impl RelayConfig {
@@ -150,9 +165,7 @@ impl RelayConfig {
 
     /// Reads the configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let bus_name = lookup(env::BUS_NAME)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing(env::BUS_NAME))?;
+        let bus_name = ConfigError::required(&lookup, env::BUS_NAME)?;
         let raw_events = lookup(env::EVENTS).ok_or(ConfigError::Missing(env::EVENTS))?;
         let events: Vec<EventMapping> =
             serde_json::from_str(&raw_events).map_err(|e| ConfigError::Invalid {

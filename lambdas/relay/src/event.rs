@@ -4,7 +4,9 @@ use aws_lambda_events::dynamodb::EventRecord;
 use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::SecondsFormat;
-use outbox_contract::{ChangeType, EventDetail, Payload, RelayConfig, SCHEMA_VERSION};
+use outbox_contract::{
+    ChangeType, EventDetail, EventMapping, Payload, RelayConfig, SCHEMA_VERSION,
+};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
@@ -119,12 +121,7 @@ fn try_prepare(
     config: &RelayConfig,
     trace_header: Option<&str>,
 ) -> Result<Option<Prepared>, RecordError> {
-    let sequence_number = record
-        .change
-        .sequence_number
-        .clone()
-        .filter(|s| !s.is_empty())
-        .ok_or(RecordError::MissingSequenceNumber)?;
+    let sequence_number = sequence_number(record)?;
     let change = ChangeType::from_event_name(&record.event_name)
         .ok_or_else(|| RecordError::UnknownEventName(record.event_name.clone()))?;
     let Some(mapping) = config.mapping(change) else {
@@ -133,35 +130,12 @@ fn try_prepare(
     let stream_arn = record.event_source_arn.as_deref().unwrap_or_default();
     let (table_arn, table) = table_of_stream(stream_arn)
         .ok_or_else(|| RecordError::BadSourceArn(record.event_source_arn.clone()))?;
-
-    let stream = &record.change;
-    let image = match mapping.payload {
-        Payload::NewImage => &stream.new_image,
-        Payload::OldImage => &stream.old_image,
-        Payload::Keys => &stream.keys,
-    };
-    // Every image holds at least the key attributes, so an empty one is an absent one
-    // (the stream's view type does not carry it).
-    if image.is_empty() {
-        return Err(RecordError::MissingImage {
-            change,
-            payload: mapping.payload,
-            view_type: stream
-                .stream_view_type
-                .as_ref()
-                .map_or_else(|| "unknown".to_owned(), |v| format!("{v:?}")),
-        });
-    }
-    let keys = item_to_raw(&stream.keys)?;
+    let image = chosen_image(record, change, mapping.payload)?;
+    let keys = item_to_raw(&record.change.keys)?;
     let item = item_to_raw(image)?;
     let item_key = keys.get().to_owned();
 
-    let created = stream.approximate_creation_date_time;
-    let ttl_expired = change == ChangeType::Remove
-        && record
-            .user_identity
-            .as_ref()
-            .is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com");
+    let created = record.change.approximate_creation_date_time;
     let detail = EventDetail::<Box<RawValue>, Box<RawValue>> {
         event_id: event_id(stream_arn, &sequence_number).to_string(),
         schema_version: SCHEMA_VERSION.to_owned(),
@@ -172,22 +146,10 @@ fn try_prepare(
         payload: mapping.payload,
         item,
         approximate_creation_time: created.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        ttl_expired,
+        ttl_expired: is_ttl_expiry(record, change),
     };
     let detail = serde_json::to_string(&detail).map_err(|e| RecordError::Serialize(e.into()))?;
-
-    let entry = PutEventsRequestEntry::builder()
-        .event_bus_name(&config.bus_name)
-        .source(&mapping.source)
-        .detail_type(&mapping.detail_type)
-        .detail(detail)
-        .resources(table_arn)
-        .time(DateTime::from_secs_and_nanos(
-            created.timestamp(),
-            created.timestamp_subsec_nanos(),
-        ))
-        .set_trace_header(trace_header.map(str::to_owned))
-        .build();
+    let entry = entry(config, mapping, detail, table_arn, created, trace_header);
     let size = entry_size(&entry);
     if size > config.request_size_limit_bytes {
         return Err(RecordError::TooLarge {
@@ -201,6 +163,76 @@ fn try_prepare(
         entry,
         size,
     }))
+}
+
+/// The record's sequence number; a record without one cannot be published or reported.
+fn sequence_number(record: &EventRecord) -> Result<String, RecordError> {
+    record
+        .change
+        .sequence_number
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or(RecordError::MissingSequenceNumber)
+}
+
+/// The image the mapping's payload names, or why the record does not carry it.
+fn chosen_image(
+    record: &EventRecord,
+    change: ChangeType,
+    payload: Payload,
+) -> Result<&serde_dynamo::Item, RecordError> {
+    let stream = &record.change;
+    let image = match payload {
+        Payload::NewImage => &stream.new_image,
+        Payload::OldImage => &stream.old_image,
+        Payload::Keys => &stream.keys,
+    };
+    // Every image holds at least the key attributes, so an empty one is an absent one
+    // (the stream's view type does not carry it).
+    if image.is_empty() {
+        return Err(RecordError::MissingImage {
+            change,
+            payload,
+            view_type: stream
+                .stream_view_type
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), |v| format!("{v:?}")),
+        });
+    }
+    Ok(image)
+}
+
+/// True when the record is a REMOVE by DynamoDB's TTL process rather than by a caller.
+fn is_ttl_expiry(record: &EventRecord, change: ChangeType) -> bool {
+    change == ChangeType::Remove
+        && record
+            .user_identity
+            .as_ref()
+            .is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com")
+}
+
+/// The PutEvents entry of a record: the mapping's source and detail type on the configured bus,
+/// the table as the resource, the change's creation time and the invocation's trace header.
+fn entry(
+    config: &RelayConfig,
+    mapping: &EventMapping,
+    detail: String,
+    table_arn: &str,
+    created: chrono::DateTime<chrono::Utc>,
+    trace_header: Option<&str>,
+) -> PutEventsRequestEntry {
+    PutEventsRequestEntry::builder()
+        .event_bus_name(&config.bus_name)
+        .source(&mapping.source)
+        .detail_type(&mapping.detail_type)
+        .detail(detail)
+        .resources(table_arn)
+        .time(DateTime::from_secs_and_nanos(
+            created.timestamp(),
+            created.timestamp_subsec_nanos(),
+        ))
+        .set_trace_header(trace_header.map(str::to_owned))
+        .build()
 }
 
 #[cfg(test)]

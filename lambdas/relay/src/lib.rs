@@ -17,26 +17,19 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::dynamodb::Event;
 use lambda_runtime::LambdaEvent;
 use outbox_contract::RelayConfig;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::event::{Disposition, Prepared, prepare};
 pub use crate::publish::RetryPolicy;
 use crate::publish::{StopReason, publish};
 
-/// The partial batch response (`ReportBatchItemFailures`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchResponse {
-    pub batch_item_failures: Vec<BatchItemFailure>,
-}
-
-/// One failed record, named by its sequence number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemFailure {
-    pub item_identifier: String,
-}
+/// The partial batch response (`ReportBatchItemFailures`):
+/// `{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}]}`, the list empty when the
+/// whole batch was published. It is `aws_lambda_events`' own type; the relay only ever names a
+/// record by a non-empty sequence number, never with a null `itemIdentifier`.
+pub use aws_lambda_events::streams::{
+    DynamoDbBatchItemFailure as BatchItemFailure, DynamoDbEventResponse as BatchResponse,
+};
 
 /// Errors that fail the whole invocation (Lambda then retries the whole batch).
 #[derive(Debug, thiserror::Error)]
@@ -120,16 +113,45 @@ impl Relay {
             records: event.records.len(),
             ..Report::default()
         };
-        // Records before the first one that cannot be prepared; that one (if any) is where
-        // publishing stops even when everything before it succeeds.
-        let mut ready: Vec<Prepared> = Vec::with_capacity(event.records.len());
-        let mut ready_record_index: Vec<usize> = Vec::with_capacity(event.records.len());
-        let mut unpreparable: Option<(usize, String)> = None;
+        let batch = self.prepare_batch(event, invocation, &mut report);
+        let outcome = publish(
+            &self.client,
+            &batch.ready,
+            self.config.request_size_limit_bytes,
+            &self.retry,
+            invocation.deadline,
+        )
+        .await;
+        report.published = outcome.published;
+        report.calls = outcome.calls;
+        report.retried = outcome.retried;
+        if let Some((index, reason)) = batch.first_unpublished(outcome.stopped_at) {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = Some(sequence_number_to_report(event, index, reason)?);
+            report.response.batch_item_failures.push(failure);
+        }
+        log_report(&report);
+        Ok(report)
+    }
+
+    /// Prepares the records in stream order up to the first one that cannot be prepared,
+    /// counting the skipped ones.
+    fn prepare_batch(
+        &self,
+        event: &Event,
+        invocation: &Invocation,
+        report: &mut Report,
+    ) -> PreparedBatch {
+        let mut batch = PreparedBatch {
+            ready: Vec::with_capacity(event.records.len()),
+            record_index: Vec::with_capacity(event.records.len()),
+            unpreparable: None,
+        };
         for (index, record) in event.records.iter().enumerate() {
             match prepare(record, &self.config, invocation.trace_header.as_deref()) {
                 Disposition::Publish(p) => {
-                    ready.push(p);
-                    ready_record_index.push(index);
+                    batch.ready.push(p);
+                    batch.record_index.push(index);
                 }
                 Disposition::Skip(change) => {
                     report.skipped += 1;
@@ -142,62 +164,74 @@ impl Relay {
                         error = %reason,
                         "record cannot be published"
                     );
-                    unpreparable = Some((index, reason.to_string()));
+                    batch.unpreparable = Some((index, reason.to_string()));
                     break;
                 }
             }
         }
+        batch
+    }
+}
 
-        let outcome = publish(
-            &self.client,
-            &ready,
-            self.config.request_size_limit_bytes,
-            &self.retry,
-            invocation.deadline,
-        )
-        .await;
-        report.published = outcome.published;
-        report.calls = outcome.calls;
-        report.retried = outcome.retried;
+/// The records of a batch before the first one that cannot be prepared; that one (if any) is
+/// where publishing stops even when everything before it succeeds.
+struct PreparedBatch {
+    ready: Vec<Prepared>,
+    /// The record index (in the event) of each entry of `ready`.
+    record_index: Vec<usize>,
+    /// The first record that cannot be prepared, and why.
+    unpreparable: Option<(usize, String)>,
+}
 
-        let failed_record = match outcome.stopped_at {
+impl PreparedBatch {
+    /// The first record in stream order that was not published, and why: where publishing
+    /// stopped (logged here, by record index and sequence number), or else the first record
+    /// that could not be prepared (logged when it was prepared).
+    fn first_unpublished(
+        &self,
+        stopped_at: Option<(usize, StopReason)>,
+    ) -> Option<(usize, String)> {
+        match stopped_at {
             Some((entry, reason)) => {
-                let record = ready_record_index.get(entry).copied().unwrap_or(0);
-                let prepared = ready.get(entry);
-                log_stop(&reason, record, prepared);
+                let record = self.record_index.get(entry).copied().unwrap_or(0);
+                log_stop(&reason, record, self.ready.get(entry));
                 Some((record, format!("{reason:?}")))
             }
-            None => unpreparable,
-        };
-        if let Some((index, reason)) = failed_record {
-            let sequence_number = event
-                .records
-                .get(index)
-                .and_then(|r| r.change.sequence_number.clone())
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| RelayError::UnreportableRecord {
-                    index,
-                    reason: reason.clone(),
-                })?;
-            report.response.batch_item_failures.push(BatchItemFailure {
-                item_identifier: sequence_number,
-            });
+            None => self.unpreparable.clone(),
         }
-        tracing::info!(
-            records = report.records,
-            published = report.published,
-            skipped = report.skipped,
-            calls = report.calls,
-            retried = report.retried,
-            failed_sequence_number = report
-                .response
-                .batch_item_failures
-                .first()
-                .map(|f| f.item_identifier.as_str()),
-            "stream batch relayed"
-        );
-        Ok(report)
     }
+}
+
+/// The sequence number that names record `index` in the partial batch response; without one
+/// the whole invocation fails, so the record is never reported as done.
+fn sequence_number_to_report(
+    event: &Event,
+    index: usize,
+    reason: String,
+) -> Result<String, RelayError> {
+    event
+        .records
+        .get(index)
+        .and_then(|r| r.change.sequence_number.clone())
+        .filter(|s| !s.is_empty())
+        .ok_or(RelayError::UnreportableRecord { index, reason })
+}
+
+/// The one log line per invocation.
+fn log_report(report: &Report) {
+    tracing::info!(
+        records = report.records,
+        published = report.published,
+        skipped = report.skipped,
+        calls = report.calls,
+        retried = report.retried,
+        failed_sequence_number = report
+            .response
+            .batch_item_failures
+            .first()
+            .and_then(|f| f.item_identifier.as_deref()),
+        "stream batch relayed"
+    );
 }
 
 fn log_stop(reason: &StopReason, record: usize, prepared: Option<&Prepared>) {

@@ -6,19 +6,7 @@ use outbox_relay::{Relay, RetryPolicy};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
-    outbox_contract::startup::serve_or_report("relay", RelayConfig::from_env(), |c| {
-        Box::pin(serve(c))
-    })
-    .await
+    outbox_contract::startup::start("relay", RelayConfig::from_env, |c| Box::pin(serve(c))).await
 }
 
 async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {

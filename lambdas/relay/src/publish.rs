@@ -114,6 +114,9 @@ enum CallResult {
     Terminal(String, String),
 }
 
+/// Where publishing stopped: the index of the first entry (in stream order) not published, and why.
+type Stop = (usize, StopReason);
+
 /// Publishes `entries` (in stream order) and reports how far it got.
 pub async fn publish(
     client: &Client,
@@ -122,47 +125,80 @@ pub async fn publish(
     policy: &RetryPolicy,
     deadline: Instant,
 ) -> PublishOutcome {
-    let mut outcome = PublishOutcome::default();
-    let mut queue: VecDeque<Pending<'_>> = entries
-        .iter()
-        .enumerate()
-        .map(|(index, prepared)| Pending {
-            index,
-            prepared,
-            attempts: 0,
-            last_code: String::new(),
-        })
-        .collect();
-    let mut consecutive_failures = 0u32;
+    let mut run = Publishing {
+        queue: entries
+            .iter()
+            .enumerate()
+            .map(|(index, prepared)| Pending {
+                index,
+                prepared,
+                attempts: 0,
+                last_code: String::new(),
+            })
+            .collect(),
+        outcome: PublishOutcome::default(),
+        consecutive_failures: 0,
+    };
+    if let Err(stop) = run.until_empty(client, limit_bytes, policy, deadline).await {
+        run.outcome.stopped_at = Some(stop);
+    }
+    run.outcome
+}
 
-    while !queue.is_empty() {
-        let n = next_request_len(queue.iter(), limit_bytes).max(1);
-        let front = queue.front().map_or(0, |p| p.index);
-        let Some(budget) = deadline
-            .checked_duration_since(Instant::now())
-            .and_then(|left| left.checked_sub(policy.reserve))
-            .filter(|b| !b.is_zero())
-        else {
-            outcome.stopped_at = Some((front, StopReason::OutOfTime));
-            return outcome;
-        };
+/// One run of [`publish`]: what is still to send, in order, and what happened so far.
+struct Publishing<'a> {
+    queue: VecDeque<Pending<'a>>,
+    outcome: PublishOutcome,
+    consecutive_failures: u32,
+}
 
-        let request: Vec<Pending<'_>> = queue.drain(..n).collect();
-        outcome.calls += 1;
-        outcome.retried += request.iter().filter(|p| p.attempts > 0).count();
-        let result = match tokio::time::timeout(budget, send(client, &request)).await {
-            Ok(result) => result,
-            Err(_) => CallResult::Transient("client-side timeout".to_owned()),
-        };
+impl<'a> Publishing<'a> {
+    /// Sends request after request, packed from the front of the queue, until the queue is
+    /// empty or an entry cannot be published.
+    async fn until_empty(
+        &mut self,
+        client: &Client,
+        limit_bytes: usize,
+        policy: &RetryPolicy,
+        deadline: Instant,
+    ) -> Result<(), Stop> {
+        while let Some(front) = self.queue.front().map(|p| p.index) {
+            let n = next_request_len(self.queue.iter(), limit_bytes).max(1);
+            let budget = call_budget(policy, deadline).ok_or((front, StopReason::OutOfTime))?;
+            let request: Vec<Pending<'a>> = self.queue.drain(..n).collect();
+            self.outcome.calls += 1;
+            self.outcome.retried += request.iter().filter(|p| p.attempts > 0).count();
+            let result = match tokio::time::timeout(budget, send(client, &request)).await {
+                Ok(result) => result,
+                Err(_) => CallResult::Transient("client-side timeout".to_owned()),
+            };
+            let failed = self.settle(request, result, front)?;
+            if failed.is_empty() {
+                self.consecutive_failures = 0;
+                continue;
+            }
+            self.requeue(failed, policy)?;
+            self.back_off(policy, deadline).await?;
+        }
+        Ok(())
+    }
 
-        let mut failed: Vec<Pending<'_>> = Vec::new();
+    /// Counts what the call published; the entries to send again, in order, or where to stop
+    /// (a rejected entry, or a call that failed for good; `front` is the request's first entry).
+    fn settle(
+        &mut self,
+        request: Vec<Pending<'a>>,
+        result: CallResult,
+        front: usize,
+    ) -> Result<Vec<Pending<'a>>, Stop> {
+        let mut failed: Vec<Pending<'a>> = Vec::new();
         match result {
             CallResult::Entries(results) => {
                 let mut rejected: Option<(usize, String, String)> = None;
                 for (mut pending, result) in request.into_iter().zip(results) {
                     pending.attempts += 1;
                     match result {
-                        None => outcome.published += 1,
+                        None => self.outcome.published += 1,
                         Some((code, _)) if RETRYABLE_ENTRY_CODES.contains(&code.as_str()) => {
                             pending.last_code = code;
                             failed.push(pending);
@@ -176,13 +212,11 @@ pub async fn publish(
                     // Report the earliest unpublished entry: a retryable one before the
                     // rejected one in this request, or the rejected one.
                     let index = failed.first().map_or(index, |p| p.index.min(index));
-                    outcome.stopped_at = Some((index, StopReason::Rejected { code, message }));
-                    return outcome;
+                    return Err((index, StopReason::Rejected { code, message }));
                 }
             }
             CallResult::Terminal(code, message) => {
-                outcome.stopped_at = Some((front, StopReason::CallFailed { code, message }));
-                return outcome;
+                return Err((front, StopReason::CallFailed { code, message }));
             }
             CallResult::Transient(code) => {
                 for mut pending in request {
@@ -192,31 +226,44 @@ pub async fn publish(
                 }
             }
         }
+        Ok(failed)
+    }
 
-        if failed.is_empty() {
-            consecutive_failures = 0;
-            continue;
-        }
+    /// Puts failed entries back at the front, in order, ahead of everything not yet sent; stops
+    /// when one of them has been sent `max_attempts` times.
+    fn requeue(&mut self, failed: Vec<Pending<'a>>, policy: &RetryPolicy) -> Result<(), Stop> {
         if let Some(p) = failed.iter().find(|p| p.attempts >= policy.max_attempts) {
             let index = failed.first().map_or(p.index, |f| f.index);
             let last_code = p.last_code.clone();
-            outcome.stopped_at = Some((index, StopReason::RetriesExhausted { last_code }));
-            return outcome;
+            return Err((index, StopReason::RetriesExhausted { last_code }));
         }
-        let first_failed = failed.first().map_or(front, |p| p.index);
-        // Failed entries go back to the front, in order, ahead of everything not yet sent.
         for pending in failed.into_iter().rev() {
-            queue.push_front(pending);
+            self.queue.push_front(pending);
         }
-        consecutive_failures += 1;
-        let delay = policy.delay(consecutive_failures);
+        Ok(())
+    }
+
+    /// Sleeps before the next call after a failing one, or stops at the front of the queue (the
+    /// first failed entry) when the sleep would end inside the reserve before the deadline.
+    async fn back_off(&mut self, policy: &RetryPolicy, deadline: Instant) -> Result<(), Stop> {
+        let first_failed = self.queue.front().map_or(0, |p| p.index);
+        self.consecutive_failures += 1;
+        let delay = policy.delay(self.consecutive_failures);
         if Instant::now() + delay + policy.reserve >= deadline {
-            outcome.stopped_at = Some((first_failed, StopReason::OutOfTime));
-            return outcome;
+            return Err((first_failed, StopReason::OutOfTime));
         }
         tokio::time::sleep(delay).await;
+        Ok(())
     }
-    outcome
+}
+
+/// How long the next call may take: the time left before the deadline minus the reserve, or
+/// None when nothing is left.
+fn call_budget(policy: &RetryPolicy, deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .and_then(|left| left.checked_sub(policy.reserve))
+        .filter(|b| !b.is_zero())
 }
 
 async fn send(client: &Client, request: &[Pending<'_>]) -> CallResult {

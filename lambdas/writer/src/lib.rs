@@ -16,6 +16,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
+pub use outbox_contract::ConfigError;
 use outbox_contract::{User, env};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -36,15 +37,6 @@ pub struct WriterConfig {
     pub partition_key: String,
 }
 
-/// Why the writer's configuration was rejected. Each message names the variable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    #[error("environment variable {var} is invalid: {reason}")]
-    Invalid { var: &'static str, reason: String },
-}
-
 impl WriterConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
@@ -52,9 +44,7 @@ impl WriterConfig {
 
     /// Reads [`env::TABLE_NAME`] (required) and [`env::PARTITION_KEY`] (default `id`).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let table_name = lookup(env::TABLE_NAME)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing(env::TABLE_NAME))?;
+        let table_name = ConfigError::required(&lookup, env::TABLE_NAME)?;
         let partition_key = lookup(env::PARTITION_KEY)
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| "id".to_owned());

@@ -4,18 +4,7 @@ use outbox_writer::{Writer, WriterConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .without_time()
-        .init();
-    outbox_contract::startup::serve_or_report("writer", WriterConfig::from_env(), |c| {
-        Box::pin(serve(c))
-    })
-    .await
+    outbox_contract::startup::start("writer", WriterConfig::from_env, |c| Box::pin(serve(c))).await
 }
 
 async fn serve(config: WriterConfig) -> Result<(), lambda_runtime::Error> {
