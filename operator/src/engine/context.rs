@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineSpec};
 
+use std::sync::Arc;
+
+use super::artifacts::Artifacts;
 use super::driver::Writer;
 use super::names::Names;
 use super::tags::Owner;
@@ -77,6 +80,8 @@ impl AwsEnv {
 pub struct Ctx<'a> {
     pub clients: &'a AwsClients,
     pub config: &'a EngineConfig,
+    /// The Lambda zips' hashes, kept for the engine's life.
+    pub artifacts: &'a Arc<Artifacts>,
     pub pipeline: &'a OutboxPipeline,
     pub spec: &'a OutboxPipelineSpec,
     pub names: Names,
@@ -94,6 +99,7 @@ impl<'a> Ctx<'a> {
     pub fn new(
         clients: &'a AwsClients,
         config: &'a EngineConfig,
+        artifacts: &'a Arc<Artifacts>,
         pipeline: &'a OutboxPipeline,
         apply: bool,
     ) -> Ctx<'a> {
@@ -114,6 +120,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             clients,
             config,
+            artifacts,
             pipeline,
             spec: &pipeline.spec,
             names: Names::new(&config.cluster_id, pipeline),

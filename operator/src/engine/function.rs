@@ -14,11 +14,11 @@ use aws_sdk_lambda::types::{
     Architecture as LambdaArch, Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus,
     Runtime, State,
 };
-use base64::Engine as _;
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 use crate::crd::Architecture;
 
+use super::artifacts::Artifacts;
 use super::context::Ctx;
 use super::driver::{Applied, Diff, Resource, Writer};
 use super::errors::{AwsResultExt, FoundExt, is_role_not_ready};
@@ -75,10 +75,7 @@ pub enum Change {
     Delete,
 }
 
-/// base64(SHA-256(zip)), as Lambda reports CodeSha256.
-pub fn code_sha256(zip: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(zip))
-}
+pub use super::artifacts::code_sha256;
 
 /// The artifact path for an architecture and function.
 pub fn artifact_path(dir: &std::path::Path, arch: Architecture, artifact: &str) -> PathBuf {
@@ -193,16 +190,15 @@ pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, Engi
     Ok(Some(o))
 }
 
-/// Reads the function's zip: a missing artifact is the spec's (or the installation's) problem.
-pub fn read_artifact(dir: &std::path::Path, d: &Desired) -> Result<Vec<u8>, EngineError> {
-    let path = artifact_path(dir, d.architecture, d.artifact);
-    std::fs::read(&path).map_err(|e| EngineError::InvalidSpec {
+/// A missing or unreadable artifact is the spec's (or the installation's) problem.
+fn unreadable(path: &std::path::Path, d: &Desired, e: std::io::Error) -> EngineError {
+    EngineError::InvalidSpec {
         message: format!(
             "lambda artifact {} for architecture {} is missing or unreadable ({e}); build it with `make lambdas` or point --artifacts-dir at it",
             path.display(),
             d.architecture.as_str()
         ),
-    })
+    }
 }
 
 /// One Lambda function: its desired state and code.
@@ -212,9 +208,11 @@ pub struct Function {
     pub component: Component,
     /// `outbox-operator <artifact> of <namespace>/<pipeline>`.
     pub description: String,
-    /// The zip and base64(SHA-256) of it (empty for a function that is only removed).
-    pub zip: Vec<u8>,
+    /// The zip's path and base64(SHA-256) (empty for a function that is only removed); the
+    /// bytes are read only to upload them.
+    pub zip: PathBuf,
     pub sha: String,
+    pub artifacts: Arc<Artifacts>,
     /// The detail of a delete action (why it goes).
     pub gone_because: &'static str,
 }
@@ -235,29 +233,43 @@ impl Function {
             },
             component,
             description: String::new(),
-            zip: Vec::new(),
+            zip: PathBuf::new(),
             sha: String::new(),
+            artifacts: Arc::default(),
             gone_because: why,
         }
     }
 
-    /// The function with its code read from `artifacts_dir`.
+    /// The function with its code in `artifacts_dir` (hashed once per zip version).
     pub fn with_code(
         desired: Desired,
         component: Component,
         description: String,
         artifacts_dir: &std::path::Path,
+        artifacts: &Arc<Artifacts>,
     ) -> Result<Function, EngineError> {
-        let zip = read_artifact(artifacts_dir, &desired)?;
-        let sha = code_sha256(&zip);
+        let zip = artifact_path(artifacts_dir, desired.architecture, desired.artifact);
+        let sha = artifacts
+            .sha(&zip)
+            .map_err(|e| unreadable(&zip, &desired, e))?;
         Ok(Function {
             desired,
             component,
             description,
             zip,
             sha,
+            artifacts: artifacts.clone(),
             gone_because: "",
         })
+    }
+
+    /// The zip's bytes, to upload.
+    fn code(&self) -> Result<Blob, EngineError> {
+        let bytes = self
+            .artifacts
+            .read(&self.zip)
+            .map_err(|e| unreadable(&self.zip, &self.desired, e))?;
+        Ok(Blob::new(bytes))
     }
 
     fn environment(&self) -> Environment {
@@ -278,11 +290,7 @@ impl Function {
             .runtime(Runtime::from(RUNTIME))
             .handler(HANDLER)
             .role(&d.role_arn)
-            .code(
-                FunctionCode::builder()
-                    .zip_file(Blob::new(self.zip.clone()))
-                    .build(),
-            )
+            .code(FunctionCode::builder().zip_file(self.code()?).build())
             .memory_size(d.memory)
             .timeout(d.timeout)
             .architectures(LambdaArch::from(d.architecture.as_str()))
@@ -337,7 +345,7 @@ impl Function {
                 let c = lambda
                     .update_function_code()
                     .function_name(&d.name)
-                    .zip_file(Blob::new(self.zip.clone()))
+                    .zip_file(self.code()?)
                     .architectures(LambdaArch::from(d.architecture.as_str()))
                     .publish(false)
                     .send()

@@ -19,6 +19,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus};
 
+pub mod artifacts;
 pub mod bucket;
 pub mod bus;
 pub mod context;
@@ -256,6 +257,7 @@ pub struct Engine {
     hooks: Hooks,
     /// Clients by (region, read-only).
     cache: Mutex<HashMap<(Option<String>, bool), AwsClients>>,
+    artifacts: Arc<artifacts::Artifacts>,
 }
 
 impl Engine {
@@ -267,6 +269,7 @@ impl Engine {
             config,
             hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
+            artifacts: Arc::default(),
         }
     }
 
@@ -278,6 +281,7 @@ impl Engine {
             config,
             hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
+            artifacts: Arc::default(),
         }
     }
 
@@ -303,6 +307,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// How many times this engine read a Lambda zip from disk (hashing a new zip version, or
+    /// uploading code): zero in a steady-state pass.
+    pub fn artifact_reads(&self) -> u64 {
+        self.artifacts.reads()
     }
 
     /// The clients for a pipeline's region.
@@ -348,7 +358,7 @@ impl Engine {
     /// Observes AWS and returns what a reconcile would change now. Changes nothing.
     pub async fn plan(&self, pipeline: &OutboxPipeline) -> Result<Plan, EngineError> {
         let clients = self.read_only_clients_of(pipeline);
-        let outcome = pipeline::run(&clients, &self.config, pipeline, false).await;
+        let outcome = pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false).await;
         match outcome.error {
             Some(e) => Err(e),
             None => Ok(Plan {
@@ -361,13 +371,13 @@ impl Engine {
     /// that must wait reports Progressing and sets `requeue_after`.
     pub async fn reconcile(&self, pipeline: &OutboxPipeline) -> Outcome {
         let clients = self.clients_of(pipeline);
-        pipeline::run(&clients, &self.config, pipeline, true).await
+        pipeline::run(&clients, &self.config, &self.artifacts, pipeline, true).await
     }
 
     /// One delete pass in reverse creation order, honouring deletion policies.
     pub async fn delete(&self, pipeline: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
         let clients = self.clients_of(pipeline);
-        pipeline::delete(&clients, &self.config, pipeline).await
+        pipeline::delete(&clients, &self.config, &self.artifacts, pipeline).await
     }
 
     /// The pipeline's status as AWS has it now (observe only). Components with pending changes
@@ -377,9 +387,11 @@ impl Engine {
         pipeline: &OutboxPipeline,
     ) -> Result<OutboxPipelineStatus, EngineError> {
         let clients = self.read_only_clients_of(pipeline);
-        Ok(pipeline::run(&clients, &self.config, pipeline, false)
-            .await
-            .status)
+        Ok(
+            pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false)
+                .await
+                .status,
+        )
     }
 }
 

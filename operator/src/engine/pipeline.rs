@@ -5,6 +5,8 @@
 //! Creation order: table → failure bucket → roles → functions → mapping → bus → rules →
 //! targets → permissions, then the clean-up of consumers that left the spec.
 
+use std::sync::Arc;
+
 use tracing::Instrument;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus};
@@ -17,6 +19,7 @@ pub use teardown::delete;
 use desired::{Inputs, Known, after_apply, bundled};
 use status::States;
 
+use super::artifacts::Artifacts;
 use super::context::{AwsEnv, Ctx, Progress};
 use super::driver::{remove, step};
 use super::{AwsClients, Component, EngineConfig, EngineError, Outcome, function, rule};
@@ -32,6 +35,7 @@ fn at(c: Component) -> impl FnOnce(EngineError) -> (Component, EngineError) {
 pub async fn run(
     clients: &AwsClients,
     config: &EngineConfig,
+    artifacts: &Arc<Artifacts>,
     pipeline: &OutboxPipeline,
     apply: bool,
 ) -> Outcome {
@@ -42,7 +46,7 @@ pub async fn run(
         apply
     );
     async move {
-        let mut ctx = Ctx::new(clients, config, pipeline, apply);
+        let mut ctx = Ctx::new(clients, config, artifacts, pipeline, apply);
         let mut status = OutboxPipelineStatus {
             observed_generation: pipeline.metadata.generation,
             ..Default::default()
@@ -184,7 +188,8 @@ async fn function_steps(
         .collect();
     for (component, d) in desired::functions(&Inputs::of(ctx), known) {
         let description = format!("outbox-operator {} of {}", d.artifact, ctx.owner.pipeline);
-        let f = function::Function::with_code(d, component, description, &ctx.config.artifacts_dir)
+        let dir = &ctx.config.artifacts_dir;
+        let f = function::Function::with_code(d, component, description, dir, ctx.artifacts)
             .map_err(at(component))?;
         let out = step(ctx, &f).await.map_err(at(component))?;
         let arn = out.state.map(|o| o.arn);

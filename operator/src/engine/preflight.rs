@@ -457,7 +457,8 @@ mod tests {
             permissions_boundary_arn: None,
             artifacts_dir: "/nonexistent".into(),
         };
-        let ctx = Ctx::new(&clients, &config, p, false);
+        let artifacts = std::sync::Arc::default();
+        let ctx = Ctx::new(&clients, &config, &artifacts, p, false);
         f(&ctx)
     }
 

@@ -111,7 +111,13 @@ impl Harness {
     /// One more pass must change nothing.
     pub async fn assert_steady(&self, p: &OutboxPipeline) {
         self.take_calls();
+        let reads = self.engine.artifact_reads();
         let out = self.engine.reconcile(p).await;
+        assert_eq!(
+            self.engine.artifact_reads(),
+            reads,
+            "a steady-state pass read a Lambda zip from disk"
+        );
         assert!(out.error.is_none(), "{:?}", out.error);
         assert!(out.status.is_ready(), "{:#?}", out.status);
         assert!(

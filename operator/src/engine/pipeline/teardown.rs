@@ -3,12 +3,15 @@
 //! clean-up of a consumer's invoke permission on a user's function, shared with the removal of a
 //! consumer that left the spec.
 
+use std::sync::Arc;
+
 use tracing::Instrument;
 
 use crate::crd::OutboxPipeline;
 
 use super::desired::{self, Inputs};
 use super::status::SETTLE_REQUEUE;
+use crate::engine::artifacts::Artifacts;
 use crate::engine::context::{AwsEnv, Ctx, Progress};
 use crate::engine::driver::remove;
 use crate::engine::{
@@ -106,6 +109,7 @@ async fn remove_functions(ctx: &mut Ctx<'_>, consumers: &[String]) -> Result<(),
 pub async fn delete(
     clients: &AwsClients,
     config: &EngineConfig,
+    artifacts: &Arc<Artifacts>,
     pipeline: &OutboxPipeline,
 ) -> Result<DeleteOutcome, EngineError> {
     let span = tracing::info_span!(
@@ -114,7 +118,7 @@ pub async fn delete(
         name = pipeline.name_or_empty()
     );
     async move {
-        let mut ctx = Ctx::new(clients, config, pipeline, true);
+        let mut ctx = Ctx::new(clients, config, artifacts, pipeline, true);
         // The table's ARN tells account and region (the failure bucket's name depends on them).
         let table_name = ctx.names.table.clone();
         if let Some(env) = table::observe(&ctx, &table_name)
