@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,10 @@ pub struct OutboxPipelineStatus {
     pub observed_generation: Option<i64>,
     /// Ready, TableReady, RelayReady, BusReady and ConsumersReady.
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(
+        with = "Vec<ConditionSchema>",
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
     pub conditions: Vec<Condition>,
     /// Name of the DynamoDB table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,25 +60,43 @@ pub struct OutboxPipelineStatus {
     pub required_actions: Vec<String>,
 }
 
+// The schema of one condition in `status.conditions`: the shape of k8s-openapi's `Condition`
+// (the type the code uses), with descriptions that name this CRD's condition types and reasons
+// instead of the generic upstream ones. Only the CRD schema is derived from it.
 /// A condition in the standard Kubernetes shape.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[allow(dead_code)]
+#[derive(JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Condition {
+struct ConditionSchema {
     /// Ready, TableReady, RelayReady, BusReady or ConsumersReady.
     #[serde(rename = "type")]
-    pub type_: String,
+    type_: String,
     /// "True", "False" or "Unknown".
-    pub status: String,
-    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, Deleting, Paused.
-    pub reason: String,
+    status: String,
+    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, InternalError (a defect in the operator, not in the spec), Deleting, Paused.
+    reason: String,
     /// Human-readable detail.
     #[serde(default)]
-    pub message: String,
+    message: String,
     /// When the status last changed (RFC 3339).
-    pub last_transition_time: String,
+    #[schemars(extend("format" = "date-time"))]
+    last_transition_time: String,
     /// The spec generation the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
+    observed_generation: Option<i64>,
+}
+
+/// The current time as a condition's `lastTransitionTime` takes it: RFC 3339, whole seconds, UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `now` (RFC 3339) as a [`Time`]; the current time if `now` does not parse (callers pass
+/// [`now()`] or a literal, so that is a defect, not input).
+fn parse_time(now: &str) -> Time {
+    now.parse()
+        .map(Time)
+        .unwrap_or_else(|_| Time(k8s_openapi::jiff::Timestamp::now()))
 }
 
 /// Condition types, one per component plus the overall Ready.
@@ -114,18 +137,22 @@ pub enum Reason {
     Conflict,
     AccessDenied,
     AwsError,
+    /// A defect in the operator itself (a bug), not in the spec: the user cannot fix it by
+    /// editing the pipeline; the log has it at error level.
+    InternalError,
     Deleting,
     Paused,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Reconciled,
         Reason::Progressing,
         Reason::InvalidSpec,
         Reason::Conflict,
         Reason::AccessDenied,
         Reason::AwsError,
+        Reason::InternalError,
         Reason::Deleting,
         Reason::Paused,
     ];
@@ -138,18 +165,10 @@ impl Reason {
             Reason::Conflict => "Conflict",
             Reason::AccessDenied => "AccessDenied",
             Reason::AwsError => "AwsError",
+            Reason::InternalError => "InternalError",
             Reason::Deleting => "Deleting",
             Reason::Paused => "Paused",
         }
-    }
-
-    /// Terminal reasons need a change (spec, AWS permissions, a foreign resource) before a retry
-    /// can succeed; they are not retried in a hot loop.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Reason::InvalidSpec | Reason::Conflict | Reason::AccessDenied
-        )
     }
 }
 
@@ -171,7 +190,8 @@ impl OutboxPipelineStatus {
             .is_some_and(|c| c.status == "True")
     }
 
-    /// Sets a condition, keeping lastTransitionTime when the status did not change.
+    /// Sets a condition, keeping lastTransitionTime when the status did not change; `now` is
+    /// RFC 3339 text such as [`now()`] returns.
     pub fn set_condition(
         &mut self,
         type_: ConditionType,
@@ -190,7 +210,7 @@ impl OutboxPipelineStatus {
         {
             Some(c) => {
                 if c.status != status {
-                    c.last_transition_time = now.to_owned();
+                    c.last_transition_time = parse_time(now);
                 }
                 c.status = status.to_owned();
                 c.reason = reason.as_str().to_owned();
@@ -202,7 +222,7 @@ impl OutboxPipelineStatus {
                 status: status.to_owned(),
                 reason: reason.as_str().to_owned(),
                 message,
-                last_transition_time: now.to_owned(),
+                last_transition_time: parse_time(now),
                 observed_generation: generation,
             }),
         }
