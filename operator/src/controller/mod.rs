@@ -257,7 +257,7 @@ pub async fn reconcile<R: Reconciler>(
         Err(e) => {
             let reason = e.metric_reason();
             ctx.metrics.reconcile_error(reason);
-            if reason == Reason::InternalError.as_str() {
+            if matches!(e, Error::Engine(e) if e.reason() == Reason::InternalError) {
                 error!(reason, error = %e, "reconcile failed: a defect in the operator");
             } else {
                 warn!(reason, error = %e, "reconcile failed");

@@ -228,3 +228,75 @@ impl OutboxPipelineStatus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(status: &OutboxPipelineStatus) -> (String, String, String) {
+        let c = status.condition(ConditionType::Ready).cloned();
+        let c = c.unwrap_or_else(|| panic!("no Ready in {status:?}"));
+        let time = serde_json::to_value(&c.last_transition_time).unwrap_or_default();
+        (
+            c.status,
+            c.reason,
+            time.as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    #[test]
+    fn set_condition_moves_the_transition_time_only_when_the_status_changes() {
+        let mut status = OutboxPipelineStatus::default();
+        let t0 = "2026-01-01T00:00:00Z";
+        status.set_condition(
+            ConditionType::Ready,
+            false,
+            Reason::Progressing,
+            "a",
+            Some(1),
+            t0,
+        );
+        status.set_condition(
+            ConditionType::Ready,
+            false,
+            Reason::AwsError,
+            "b",
+            Some(2),
+            "2026-01-01T00:01:00Z",
+        );
+        assert_eq!(
+            ready(&status),
+            ("False".into(), "AwsError".into(), t0.into())
+        );
+        let t2 = "2026-01-01T00:02:00Z";
+        status.set_condition(
+            ConditionType::Ready,
+            true,
+            Reason::Reconciled,
+            "c",
+            Some(2),
+            t2,
+        );
+        assert_eq!(
+            ready(&status),
+            ("True".into(), "Reconciled".into(), t2.into())
+        );
+        assert_eq!(status.conditions.len(), 1);
+        assert!(status.is_ready());
+    }
+
+    #[test]
+    fn now_is_what_a_condition_time_reads_and_writes_unchanged() {
+        let now = now();
+        let mut status = OutboxPipelineStatus::default();
+        status.set_condition(
+            ConditionType::Ready,
+            true,
+            Reason::Reconciled,
+            "",
+            None,
+            &now,
+        );
+        assert_eq!(ready(&status).2, now);
+    }
+}
