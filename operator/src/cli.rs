@@ -52,11 +52,13 @@ pub struct Files {
     pub files: Vec<String>,
 }
 
-/// What every manifest command takes: the manifests, the AWS and engine flags, the log format.
 #[derive(Debug, Args)]
-pub struct ManifestArgs {
+pub struct ApplyArgs {
     #[command(flatten)]
     pub files: Files,
+    /// Give up after this long (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "OUTBOX_TIMEOUT")]
+    pub timeout: Duration,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -64,30 +66,29 @@ pub struct ManifestArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
-    #[command(flatten)]
-    pub manifests: ManifestArgs,
-    /// Give up after this long (e.g. 90s, 5m).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "OUTBOX_TIMEOUT")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
-    pub manifests: ManifestArgs,
+    pub files: Files,
     /// Exit 0 when in sync, 2 when changes are pending, 1 on error.
     #[arg(long)]
     pub exit_code: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub manifests: ManifestArgs,
+    pub files: Files,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -135,24 +136,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 impl ManifestCommand {
-    fn manifests(&self) -> &ManifestArgs {
+    /// What every manifest command takes: the manifests, the AWS and engine flags, the log
+    /// format.
+    fn common(&self) -> (&Files, &EngineArgs, &LogArgs) {
         match self {
-            ManifestCommand::Apply(a) | ManifestCommand::Delete(a) => &a.manifests,
-            ManifestCommand::Plan(a) => &a.manifests,
-            ManifestCommand::Status(a) => &a.manifests,
+            ManifestCommand::Apply(a) | ManifestCommand::Delete(a) => (&a.files, &a.engine, &a.log),
+            ManifestCommand::Plan(a) => (&a.files, &a.engine, &a.log),
+            ManifestCommand::Status(a) => (&a.files, &a.engine, &a.log),
         }
     }
 
-    /// Prepares ([`ManifestArgs::prepare`]; exit 1 when that fails, having said why on standard
-    /// error), then runs the command, writing its result to standard output.
+    /// Prepares ([`prepare`]; exit 1 when that fails, having said why on standard error), then
+    /// runs the command, writing its result to standard output.
     async fn run(&self) -> anyhow::Result<i32> {
-        let manifests = self.manifests();
+        let (files, args, log) = self.common();
         // Apply is the command that creates IAM roles.
         let warnings = match self {
-            ManifestCommand::Apply(_) => manifests.engine.warnings(),
+            ManifestCommand::Apply(_) => args.warnings(),
             _ => Vec::new(),
         };
-        let Some((engine, docs)) = manifests.prepare(&warnings).await else {
+        let Some((engine, docs)) = prepare(files, args, log, &warnings).await else {
             return Ok(EXIT_FAILED);
         };
         let (engine, docs, out) = (&engine, &docs, &mut std::io::stdout());
@@ -165,36 +168,38 @@ impl ManifestCommand {
     }
 }
 
-impl ManifestArgs {
-    /// Logging, the flags checked as `run` checks them, then every manifest read and checked
-    /// (one bad document: nothing is touched), then the engine from the standard AWS
-    /// configuration, then `warnings`.
-    async fn prepare(&self, warnings: &[String]) -> Option<(Engine, Vec<Document>)> {
-        init_logging(self.log.format);
-        if let Err(e) = self.engine.validate() {
-            eprintln!("error: {e}");
-            return None;
-        }
-        let docs = load(&self.files)?;
-        let mut config = self.engine.engine_config();
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let artifacts = crate::config::cli_artifacts_dir(
-            self.engine.artifacts_dir.as_deref(),
-            Path::new(crate::config::IMAGE_ARTIFACTS_DIR),
-            &cwd,
-        );
-        if let Some(note) = &artifacts.note {
-            eprintln!("note: {note}");
-        }
-        config.artifacts_dir = artifacts.path;
-        let sdk =
-            crate::engine::aws_sdk_config(self.engine.region(), self.engine.endpoint_url()).await;
-        let engine = Engine::new(&sdk, config);
-        for warning in warnings {
-            eprintln!("warning: {warning}");
-        }
-        Some((engine, docs))
+/// Logging, the flags checked as `run` checks them, then every manifest read and checked (one
+/// bad document: nothing is touched), then the engine from the standard AWS configuration, then
+/// `warnings`.
+async fn prepare(
+    files: &Files,
+    args: &EngineArgs,
+    log: &LogArgs,
+    warnings: &[String],
+) -> Option<(Engine, Vec<Document>)> {
+    init_logging(log.format);
+    if let Err(e) = args.validate() {
+        eprintln!("error: {e}");
+        return None;
     }
+    let docs = load(files)?;
+    let mut config = args.engine_config();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let artifacts = crate::config::cli_artifacts_dir(
+        args.artifacts_dir.as_deref(),
+        Path::new(crate::config::IMAGE_ARTIFACTS_DIR),
+        &cwd,
+    );
+    if let Some(note) = &artifacts.note {
+        eprintln!("note: {note}");
+    }
+    config.artifacts_dir = artifacts.path;
+    let sdk = crate::engine::aws_sdk_config(args.region(), args.endpoint_url()).await;
+    let engine = Engine::new(&sdk, config);
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    Some((engine, docs))
 }
 
 /// Reads and checks every manifest first: one bad document changes nothing at all.
