@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::EngineArgs;
+use crate::config::{EngineArgs, LogFormat};
 use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus};
 use crate::engine::{Action, Engine, Outcome};
 use crate::manifest::{self, Document};
@@ -24,6 +24,15 @@ pub struct Cli {
 pub enum Command {
     /// Print the OutboxPipeline CustomResourceDefinition as YAML.
     Crd,
+    #[command(flatten)]
+    Manifests(ManifestCommand),
+    /// Run the Kubernetes controller
+    Run(Box<crate::config::RunArgs>),
+}
+
+/// The standalone commands that work on manifests.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
     /// Reconcile pipelines from manifests until Ready (or the timeout).
     Apply(ApplyArgs),
     /// Show what apply would change; changes nothing.
@@ -32,8 +41,6 @@ pub enum Command {
     Delete(ApplyArgs),
     /// Show the conditions and AWS identifiers of pipelines.
     Status(StatusArgs),
-    /// Run the Kubernetes controller
-    Run(Box<crate::config::RunArgs>),
 }
 
 /// Manifests to read.
@@ -92,12 +99,6 @@ pub struct LogArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,
     Json,
@@ -129,49 +130,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", crate::crd_yaml()?);
             Ok(EXIT_OK)
         }
-        Command::Apply(args) => {
-            let Some((engine, docs)) = prepare_apply(&args).await else {
-                return Ok(EXIT_FAILED);
-            };
-            apply(&engine, &docs, args.timeout, &mut std::io::stdout()).await
-        }
-        Command::Plan(args) => {
-            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
-                return Ok(EXIT_FAILED);
-            };
-            plan(&engine, &docs, args.exit_code, &mut std::io::stdout()).await
-        }
-        Command::Delete(args) => {
-            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
-                return Ok(EXIT_FAILED);
-            };
-            delete(&engine, &docs, args.timeout, &mut std::io::stdout()).await
-        }
-        Command::Status(args) => {
-            let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log).await else {
-                return Ok(EXIT_FAILED);
-            };
-            status(&engine, &docs, args.output, &mut std::io::stdout()).await
-        }
+        Command::Manifests(command) => command.run().await,
         Command::Run(args) => crate::controller::run(*args).await,
     }
 }
 
-/// `prepare`, plus apply's warnings (apply is the command that creates IAM roles).
-async fn prepare_apply(args: &ApplyArgs) -> Option<(Engine, Vec<Document>)> {
-    let prepared = prepare(&args.files, &args.engine, &args.log).await?;
-    for warning in args.engine.warnings() {
-        eprintln!("warning: {warning}");
+impl ManifestCommand {
+    /// What every manifest command takes: the manifests, the AWS and engine flags, the log
+    /// format.
+    fn common(&self) -> (&Files, &EngineArgs, &LogArgs) {
+        match self {
+            ManifestCommand::Apply(a) | ManifestCommand::Delete(a) => (&a.files, &a.engine, &a.log),
+            ManifestCommand::Plan(a) => (&a.files, &a.engine, &a.log),
+            ManifestCommand::Status(a) => (&a.files, &a.engine, &a.log),
+        }
     }
-    Some(prepared)
+
+    /// Prepares ([`prepare`]; exit 1 when that fails, having said why on standard error), then
+    /// runs the command, writing its result to standard output.
+    async fn run(&self) -> anyhow::Result<i32> {
+        let (files, args, log) = self.common();
+        // Apply is the command that creates IAM roles.
+        let warnings = match self {
+            ManifestCommand::Apply(_) => args.warnings(),
+            _ => Vec::new(),
+        };
+        let Some((engine, docs)) = prepare(files, args, log, &warnings).await else {
+            return Ok(EXIT_FAILED);
+        };
+        let (engine, docs, out) = (&engine, &docs, &mut std::io::stdout());
+        match self {
+            ManifestCommand::Apply(a) => apply(engine, docs, a.timeout, out).await,
+            ManifestCommand::Plan(a) => plan(engine, docs, a.exit_code, out).await,
+            ManifestCommand::Delete(a) => delete(engine, docs, a.timeout, out).await,
+            ManifestCommand::Status(a) => status(engine, docs, a.output, out).await,
+        }
+    }
 }
 
 /// Logging, the flags checked as `run` checks them, then every manifest read and checked (one
-/// bad document: nothing is touched), then the engine from the standard AWS configuration.
+/// bad document: nothing is touched), then the engine from the standard AWS configuration, then
+/// `warnings`.
 async fn prepare(
     files: &Files,
     args: &EngineArgs,
     log: &LogArgs,
+    warnings: &[String],
 ) -> Option<(Engine, Vec<Document>)> {
     init_logging(log.format);
     if let Err(e) = args.validate() {
@@ -191,7 +195,11 @@ async fn prepare(
     }
     config.artifacts_dir = artifacts.path;
     let sdk = crate::engine::aws_sdk_config(args.region(), args.endpoint_url()).await;
-    Some((Engine::new(&sdk, config), docs))
+    let engine = Engine::new(&sdk, config);
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    Some((engine, docs))
 }
 
 /// Reads and checks every manifest first: one bad document changes nothing at all.
@@ -233,6 +241,22 @@ fn print_actions(out: &mut dyn Write, pipeline: &str, actions: &[Action]) -> std
     Ok(())
 }
 
+/// Runs `one` on each pipeline in order, with its `namespace/name`; exit 1 when it failed for
+/// any (it said why in `out`).
+async fn each_pipeline(
+    docs: &[Document],
+    out: &mut dyn Write,
+    mut one: impl AsyncFnMut(&OutboxPipeline, &str, &mut dyn Write) -> anyhow::Result<bool>,
+) -> anyhow::Result<i32> {
+    let mut code = EXIT_OK;
+    for doc in docs {
+        if !one(&doc.pipeline, &key(&doc.pipeline), &mut *out).await? {
+            code = EXIT_FAILED;
+        }
+    }
+    Ok(code)
+}
+
 /// `apply`: reconcile each pipeline until Ready, a terminal error, or the timeout.
 pub async fn apply(
     engine: &Engine,
@@ -241,26 +265,24 @@ pub async fn apply(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let deadline = Instant::now() + timeout;
-    let mut code = EXIT_OK;
-    for doc in docs {
-        let name = key(&doc.pipeline);
-        let outcome = apply_one(engine, &doc.pipeline, &name, deadline, out).await?;
-        print_status(out, &name, &outcome.status)?;
+    each_pipeline(docs, out, async |pipeline, name, out| {
+        let outcome = apply_one(engine, pipeline, name, deadline, out).await?;
+        print_status(out, name, &outcome.status)?;
         if outcome.status.is_ready() {
             writeln!(out, "{name}: Ready")?;
-        } else {
-            code = EXIT_FAILED;
-            match &outcome.error {
-                Some(e) => writeln!(out, "{name}: not Ready: {} ({e})", e.reason())?,
-                None => writeln!(
-                    out,
-                    "{name}: not Ready after {}",
-                    humantime::format_duration(timeout)
-                )?,
-            }
+            return Ok(true);
         }
-    }
-    Ok(code)
+        match &outcome.error {
+            Some(e) => writeln!(out, "{name}: not Ready: {} ({e})", e.reason())?,
+            None => writeln!(
+                out,
+                "{name}: not Ready after {}",
+                humantime::format_duration(timeout)
+            )?,
+        }
+        Ok(false)
+    })
+    .await
 }
 
 async fn apply_one(
@@ -330,44 +352,51 @@ pub async fn delete(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let deadline = Instant::now() + timeout;
-    let mut code = EXIT_OK;
-    for doc in docs {
-        let name = key(&doc.pipeline);
-        loop {
-            match engine.delete(&doc.pipeline).await {
-                Ok(outcome) => {
-                    print_actions(out, &name, &outcome.actions)?;
-                    if outcome.done {
-                        writeln!(out, "{name}: deleted")?;
-                        break;
-                    }
-                    let wait = outcome.requeue_after.unwrap_or(Duration::from_secs(2));
-                    if Instant::now() + wait > deadline {
-                        writeln!(
-                            out,
-                            "{name}: not deleted after {}",
-                            humantime::format_duration(timeout)
-                        )?;
-                        code = EXIT_FAILED;
-                        break;
-                    }
-                    tokio::time::sleep(wait).await;
+    each_pipeline(docs, out, async |pipeline, name, out| {
+        delete_one(engine, pipeline, name, deadline, timeout, out).await
+    })
+    .await
+}
+
+/// Deletes one pipeline, retrying until done, a non-transient error or the deadline (`timeout`
+/// after the start); false when it is not deleted.
+async fn delete_one(
+    engine: &Engine,
+    pipeline: &OutboxPipeline,
+    name: &str,
+    deadline: Instant,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    loop {
+        match engine.delete(pipeline).await {
+            Ok(outcome) => {
+                print_actions(out, name, &outcome.actions)?;
+                if outcome.done {
+                    writeln!(out, "{name}: deleted")?;
+                    return Ok(true);
                 }
-                Err(e)
-                    if e.is_transient() && Instant::now() + Duration::from_secs(2) < deadline =>
-                {
-                    tracing::info!(pipeline = %name, error = %e, "transient error; retrying");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                let wait = outcome.requeue_after.unwrap_or(Duration::from_secs(2));
+                if Instant::now() + wait > deadline {
+                    writeln!(
+                        out,
+                        "{name}: not deleted after {}",
+                        humantime::format_duration(timeout)
+                    )?;
+                    return Ok(false);
                 }
-                Err(e) => {
-                    writeln!(out, "{name}: delete failed: {} ({e})", e.reason())?;
-                    code = EXIT_FAILED;
-                    break;
-                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) if e.is_transient() && Instant::now() + Duration::from_secs(2) < deadline => {
+                tracing::info!(pipeline = %name, error = %e, "transient error; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                writeln!(out, "{name}: delete failed: {} ({e})", e.reason())?;
+                return Ok(false);
             }
         }
     }
-    Ok(code)
 }
 
 /// `status`: observe and print conditions and identifiers.
@@ -378,22 +407,22 @@ pub async fn status(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let mut all = serde_json::Map::new();
-    let mut code = EXIT_OK;
-    for doc in docs {
-        let name = key(&doc.pipeline);
-        match engine.status(&doc.pipeline).await {
+    let code = each_pipeline(docs, out, async |pipeline, name, out| {
+        match engine.status(pipeline).await {
             Ok(status) => {
                 if output == OutputFormat::Table {
-                    print_status(out, &name, &status)?;
+                    print_status(out, name, &status)?;
                 }
-                all.insert(name, serde_json::to_value(&status)?);
+                all.insert(name.to_owned(), serde_json::to_value(&status)?);
+                Ok(true)
             }
             Err(e) => {
                 writeln!(out, "{name}: error: {} ({e})", e.reason())?;
-                code = EXIT_FAILED;
+                Ok(false)
             }
         }
-    }
+    })
+    .await?;
     match output {
         OutputFormat::Table => {}
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?,

@@ -7,10 +7,26 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{ArgAction, Args, ValueEnum};
+use clap::{Arg, ArgAction, Args, ValueEnum};
 
 use crate::controller::LeaseTimings;
 use crate::engine::EngineConfig;
+
+/// `#[arg(switch = DEFAULT)]`: a boolean flag that also takes a value, as the chart's
+/// environment variables need: `--flag` (true), `--flag=true|false`, or its env var.
+trait Switch {
+    fn switch(self, default: bool) -> Self;
+}
+
+impl Switch for Arg {
+    fn switch(self, default: bool) -> Self {
+        self.action(ArgAction::Set)
+            .num_args(0..=1)
+            .default_value(if default { "true" } else { "false" })
+            .default_missing_value("true")
+            .value_name("BOOL")
+    }
+}
 
 /// AWS and engine flags, shared by `run` and the standalone commands.
 #[derive(Clone, Debug, Args)]
@@ -37,28 +53,12 @@ pub struct EngineArgs {
     pub cluster_id: String,
 
     /// Let pipelines with spec.table.adoptExisting take over a table the operator did not create.
-    #[arg(
-        long,
-        env = "OUTBOX_ALLOW_ADOPTION",
-        action = ArgAction::Set,
-        num_args = 0..=1,
-        default_value_t = false,
-        default_missing_value = "true",
-        value_name = "BOOL"
-    )]
+    #[arg(long, env = "OUTBOX_ALLOW_ADOPTION", switch = false)]
     pub allow_adoption: bool,
 
     /// Lets `deletionPolicy: Delete` delete a table a pipeline adopted. Off: an adopted table is
     /// always kept on delete, whatever its pipeline says (any namespace may ask for adoption).
-    #[arg(
-        long,
-        env = "OUTBOX_ALLOW_DELETE_ADOPTED_TABLES",
-        action = ArgAction::Set,
-        num_args = 0..=1,
-        default_value_t = false,
-        default_missing_value = "true",
-        value_name = "BOOL"
-    )]
+    #[arg(long, env = "OUTBOX_ALLOW_DELETE_ADOPTED_TABLES", switch = false)]
     pub allow_delete_adopted_tables: bool,
 
     /// Permissions boundary (IAM policy ARN) attached to every execution role the operator creates.
@@ -244,15 +244,7 @@ pub struct RunArgs {
 
     /// Run the controller only while holding a coordination.k8s.io Lease, so several replicas
     /// are safe (true|false).
-    #[arg(
-        long,
-        env = "OUTBOX_LEADER_ELECTION",
-        action = ArgAction::Set,
-        num_args = 0..=1,
-        default_value_t = true,
-        default_missing_value = "true",
-        value_name = "BOOL"
-    )]
+    #[arg(long, env = "OUTBOX_LEADER_ELECTION", switch = true)]
     pub leader_election: bool,
 
     /// Name of the leader-election Lease.

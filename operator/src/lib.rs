@@ -1,9 +1,16 @@
 //! outbox-operator: reconciles `OutboxPipeline` custom resources into a transactional outbox
 //! pipeline on AWS (DynamoDB table + stream → relay Lambda → EventBridge bus → rules → consumers).
 //!
-//! - [`crd`]: the API types and their admission rules.
-//! - [`manifest`]: reading and checking manifests (the CLI's input).
-//! - [`cli`]: the standalone commands.
+//! - [`crd`]: the API types (spec, status with its conditions and reasons) and their admission
+//!   rules.
+//! - [`manifest`]: reading and checking manifests (the CLI's input, and the controller's spec
+//!   check).
+//! - [`engine`]: the AWS side, one module per resource; serves the controller and the CLI.
+//! - [`controller`]: the Kubernetes glue of `outbox-operator run` (reconcile, status and Events,
+//!   malformed objects, leader election, the process).
+//! - [`cli`]: the command line and the standalone commands.
+//! - [`config`]: the flags, validated once into a typed configuration.
+//! - [`metrics`]: Prometheus metrics and the health probes.
 
 pub mod cli;
 pub mod config;

@@ -74,7 +74,7 @@ impl Metrics {
         let reconcile_errors = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "outbox_reconcile_errors",
-            "Failed reconciliations, by condition reason (or Kubernetes / Malformed)",
+            "Failed reconciliations, by condition reason (or Kubernetes / Malformed / NotLeading)",
             reconcile_errors.clone(),
         );
         // 50ms .. ~100s: a converged pass is a handful of reads; a first pass waits on AWS.
@@ -312,5 +312,44 @@ mod tests {
             line_value(&text, "outbox_reconcile_duration_seconds_count"),
             Some(1.0)
         );
+    }
+
+    /// docs/controller.md's metrics table names every metric as `/metrics` exposes it (a counter
+    /// with its `_total` suffix), and no metric the code does not export.
+    #[test]
+    fn the_controller_docs_name_every_exported_metric() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/controller.md");
+        let docs = std::fs::read_to_string(path).unwrap_or_default();
+        let m = Metrics::new();
+        // A labelled family is exposed once it has a series.
+        m.reconcile_error("AwsError");
+        m.aws_call("dynamodb:DescribeTable");
+        let text = m.encode().unwrap_or_default();
+        let exported: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| match l.split_once(' ')? {
+                (name, "counter") => Some(format!("{name}_total")),
+                (name, _) => Some(name.to_owned()),
+            })
+            .collect();
+        assert_eq!(exported.len(), 6, "{text}");
+        for name in &exported {
+            assert!(
+                docs.contains(&format!("| `{name}` |")),
+                "docs/controller.md does not list {name}"
+            );
+        }
+        let documented = docs
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("| `outbox_"))
+            .filter_map(|l| l.split_once('`'))
+            .map(|(rest, _)| format!("outbox_{rest}"));
+        for name in documented {
+            assert!(
+                exported.contains(&name),
+                "{name} is documented, not exported"
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::client::Body;
 use kube::core::error_boundary::DeserializeGuard;
@@ -396,7 +397,7 @@ async fn an_unchanged_condition_keeps_its_transition_time_so_the_status_write_is
     let mut previous = ready_status(Some(2));
     previous.observed_generation = Some(2);
     for c in &mut previous.conditions {
-        c.last_transition_time = "2025-06-01T10:00:00Z".into();
+        c.last_transition_time = Time("2025-06-01T10:00:00Z".parse().expect("timestamp"));
     }
     object["status"] = serde_json::to_value(&previous).expect("status");
     let engine = FakeEngine::new(

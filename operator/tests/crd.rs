@@ -706,3 +706,67 @@ fn the_same_pipeline_twice_is_refused_naming_both_places() {
     let docs = manifest::parse_documents("ns.yaml", &text).expect("valid");
     assert!(manifest::reject_duplicates(&docs).is_ok());
 }
+
+/// `status.conditions` is the standard Kubernetes condition list (what `kubectl wait
+/// --for=condition=Ready` and server-side apply rely on): a list-map keyed by type, the standard
+/// fields with the same required ones, and a reason description naming every reason the code
+/// can set.
+#[test]
+fn status_conditions_are_a_standard_list_map_naming_every_reason() {
+    use outbox_operator::crd::Reason;
+    let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+    let item = &conditions["items"];
+    let mut required: Vec<&str> = item["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    required.sort_unstable();
+    assert_eq!(required, ["lastTransitionTime", "reason", "status", "type"]);
+    let fields = item["properties"].as_object().expect("properties");
+    for field in [
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    ] {
+        let description = fields[field]["description"].as_str().unwrap_or_default();
+        assert!(!description.is_empty(), "{field} has no description");
+    }
+    let reasons = fields["reason"]["description"].as_str().unwrap_or_default();
+    for reason in Reason::ALL {
+        assert!(
+            reasons.contains(reason.as_str()),
+            "the reason description does not name {reason}: {reasons}"
+        );
+    }
+}
+
+/// A status as the API server returns it (conditions in the standard shape) reads into the typed
+/// status and writes back unchanged, so a converged pipeline's status write stays a no-op.
+#[test]
+fn a_stored_status_round_trips_through_the_typed_conditions() {
+    use outbox_operator::crd::{ConditionType, OutboxPipelineStatus};
+    let stored = json!({
+        "observedGeneration": 3,
+        "conditions": [{
+            "type": "Ready",
+            "status": "True",
+            "reason": "Reconciled",
+            "message": "in sync",
+            "lastTransitionTime": "2025-06-01T10:00:00Z",
+            "observedGeneration": 3
+        }],
+        "tableName": "users"
+    });
+    let status: OutboxPipelineStatus = serde_json::from_value(stored.clone()).expect("status");
+    assert!(status.is_ready());
+    let ready = status.condition(ConditionType::Ready).expect("Ready");
+    assert_eq!(ready.observed_generation, Some(3));
+    assert_eq!(serde_json::to_value(&status).expect("serializes"), stored);
+}

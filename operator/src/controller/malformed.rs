@@ -14,8 +14,8 @@ use kube::{Api, Resource};
 use tracing::error;
 
 use super::status::{patch_status, publish_ref};
-use super::{Context, Error, Watched, now};
-use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus, Reason};
+use super::{Context, Error, Watched};
+use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus, Reason, now};
 
 /// An object that no longer deserializes into the current `OutboxPipeline` type: log, metric
 /// (by the caller), a Warning Event and Ready=False, then wait for a change. Nothing is done in

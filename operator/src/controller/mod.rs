@@ -46,15 +46,16 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::crd::{ConditionType, FINALIZER, OutboxPipeline, PAUSED_ANNOTATION, Reason};
+use crate::crd::{FINALIZER, OutboxPipeline, OutboxPipelineStatus, PAUSED_ANNOTATION, Reason};
 use crate::engine::{DeleteOutcome, EngineError, Fence, Reconciler, Verb};
 use crate::manifest;
 use crate::metrics::Metrics;
 use malformed::report_malformed;
 use status::{
-    keep_transition_times, patch_status, publish_action, publish_error, set_deleting, verb_reason,
+    not_ready, outcome_status, patch_status, publish_action, publish_error, set_deleting,
+    verb_reason,
 };
 
 /// The one field manager of every status write (and the Events' reporting controller).
@@ -205,10 +206,6 @@ fn key_of(meta: &ObjectMeta) -> String {
     )
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// True when the pipeline carries `outbox.dev/paused: "true"`.
 pub fn is_paused(pipeline: &OutboxPipeline) -> bool {
     pipeline
@@ -258,8 +255,13 @@ pub async fn reconcile<R: Reconciler>(
             info!(reason = e.metric_reason(), "{e}");
         }
         Err(e) => {
-            ctx.metrics.reconcile_error(e.metric_reason());
-            warn!(reason = e.metric_reason(), error = %e, "reconcile failed");
+            let reason = e.metric_reason();
+            ctx.metrics.reconcile_error(reason);
+            if matches!(e, Error::Engine(e) if e.reason() == Reason::InternalError) {
+                error!(reason, error = %e, "reconcile failed: a defect in the operator");
+            } else {
+                warn!(reason, error = %e, "reconcile failed");
+            }
         }
     }
     result
@@ -317,52 +319,19 @@ async fn reconcile_pipeline<R: Reconciler>(
     .map_err(Error::from)
 }
 
+/// The Apply side of the finalizer: the guards (paused, invalid spec, no longer wanted), then
+/// the engine's reconcile, its status written and its changes published as Events.
 async fn apply<R: Reconciler>(
     p: &OutboxPipeline,
     api: &Api<OutboxPipeline>,
     ctx: &Context<R>,
 ) -> Result<Action, Error> {
-    let key = key_of(&p.metadata);
-    let generation = p.metadata.generation;
     if is_paused(p) {
-        let mut status = p.status.clone().unwrap_or_default();
-        status.set_condition(
-            ConditionType::Ready,
-            false,
-            Reason::Paused,
-            format!("reconciliation is paused by the annotation {PAUSED_ANNOTATION}; remove it to resume"),
-            generation,
-            &now(),
-        );
-        patch_status(api, &p.name_any(), &status).await?;
-        ctx.metrics.set_pipeline_ready(&key, false);
-        info!("paused: no AWS call");
-        return Ok(Action::await_change());
+        return pause(p, api, ctx).await;
     }
-
     if let Err(errors) = manifest::validate(p) {
-        let message = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let error = EngineError::InvalidSpec { message };
-        let mut status = p.status.clone().unwrap_or_default();
-        status.observed_generation = generation;
-        status.set_condition(
-            ConditionType::Ready,
-            false,
-            Reason::InvalidSpec,
-            error.to_string(),
-            generation,
-            &now(),
-        );
-        patch_status(api, &p.name_any(), &status).await?;
-        ctx.metrics.set_pipeline_ready(&key, false);
-        publish_error(ctx, p, "Reconcile", &error).await;
-        return Err(Error::Engine(error));
+        return refuse_invalid(p, api, ctx, &errors).await;
     }
-
     if !still_wanted(api, p).await? {
         info!("the pipeline is gone or being deleted: no AWS change in this pass");
         return Ok(Action::await_change());
@@ -370,53 +339,84 @@ async fn apply<R: Reconciler>(
     let converged_before = p
         .status
         .as_ref()
-        .is_some_and(|s| s.observed_generation == generation && s.is_ready());
+        .is_some_and(|s| s.observed_generation == p.metadata.generation && s.is_ready());
     let outcome = ctx.reconciler.reconcile(p).await;
     // Not leading (any more): the new leader owns the status; write nothing.
     if let Some(e @ EngineError::NotLeading { .. }) = &outcome.error {
         return Err(Error::Engine(e.clone()));
     }
     if !ctx.leading() {
-        return Err(not_leading("status write", &key));
+        return Err(not_leading("status write", &key_of(&p.metadata)));
     }
-    let mut status = outcome.status;
-    status.observed_generation = generation;
-    keep_transition_times(&mut status, p.status.as_ref());
-    if let Some(error) = &outcome.error {
-        // The engine reflects its error in the status; make sure Ready says it.
-        let reflected = status
-            .condition(ConditionType::Ready)
-            .is_some_and(|c| c.status == "False" && c.reason == error.reason().as_str());
-        if !reflected {
-            status.set_condition(
-                ConditionType::Ready,
-                false,
-                error.reason(),
-                error.to_string(),
-                generation,
-                &now(),
-            );
-        }
-    }
-    patch_status(api, &p.name_any(), &status).await?;
-    ctx.metrics.set_pipeline_ready(&key, status.is_ready());
-
+    let status = outcome_status(p, outcome.status, outcome.error.as_ref());
+    write_status(p, api, ctx, &status).await?;
     for action in &outcome.actions {
-        // A change while the spec was unchanged and converged repairs drift made outside.
-        let reason = match action.verb {
-            Verb::Create | Verb::Update if converged_before => "DriftRepaired",
-            verb => verb_reason(verb),
-        };
-        publish_action(ctx, p, reason, action).await;
+        publish_action(ctx, p, action_reason(action.verb, converged_before), action).await;
     }
     if let Some(error) = outcome.error {
         publish_error(ctx, p, "Reconcile", &error).await;
         return Err(Error::Engine(error));
     }
-    Ok(match outcome.requeue_after {
-        Some(hint) => Action::requeue(hint),
-        None => Action::requeue(ctx.resync_period),
-    })
+    Ok(Action::requeue(
+        outcome.requeue_after.unwrap_or(ctx.resync_period),
+    ))
+}
+
+/// Paused: Ready=False Paused, no AWS call; the next pass comes with the next change (removing
+/// the annotation is one).
+async fn pause<R>(
+    p: &OutboxPipeline,
+    api: &Api<OutboxPipeline>,
+    ctx: &Context<R>,
+) -> Result<Action, Error> {
+    let message = format!(
+        "reconciliation is paused by the annotation {PAUSED_ANNOTATION}; remove it to resume"
+    );
+    write_status(p, api, ctx, &not_ready(p, Reason::Paused, message)).await?;
+    info!("paused: no AWS call");
+    Ok(Action::await_change())
+}
+
+/// An invalid spec: Ready=False InvalidSpec for this generation and a Warning Event, no AWS call.
+async fn refuse_invalid<R>(
+    p: &OutboxPipeline,
+    api: &Api<OutboxPipeline>,
+    ctx: &Context<R>,
+    errors: &[manifest::FieldError],
+) -> Result<Action, Error> {
+    let message = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let error = EngineError::InvalidSpec { message };
+    let mut status = not_ready(p, Reason::InvalidSpec, error.to_string());
+    status.observed_generation = p.metadata.generation;
+    write_status(p, api, ctx, &status).await?;
+    publish_error(ctx, p, "Reconcile", &error).await;
+    Err(Error::Engine(error))
+}
+
+/// Writes `status` and sets the pipeline's Ready gauge from it.
+async fn write_status<R>(
+    p: &OutboxPipeline,
+    api: &Api<OutboxPipeline>,
+    ctx: &Context<R>,
+    status: &OutboxPipelineStatus,
+) -> Result<(), Error> {
+    patch_status(api, &p.name_any(), status).await?;
+    ctx.metrics
+        .set_pipeline_ready(&key_of(&p.metadata), status.is_ready());
+    Ok(())
+}
+
+/// The Event reason of an AWS change: a change while the spec was unchanged and converged
+/// repairs drift made outside.
+fn action_reason(verb: Verb, converged_before: bool) -> &'static str {
+    match verb {
+        Verb::Create | Verb::Update if converged_before => "DriftRepaired",
+        verb => verb_reason(verb),
+    }
 }
 
 async fn cleanup<R: Reconciler>(

@@ -12,16 +12,17 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
-use super::{ACTION_LIMIT, Context, Error, FIELD_MANAGER, NOTE_LIMIT, now};
-use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus, Reason};
+use super::{ACTION_LIMIT, Context, Error, FIELD_MANAGER, NOTE_LIMIT};
+use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus, Reason, now};
 use crate::engine::{self, EngineError, Verb};
 
-pub(super) async fn set_deleting(
-    api: &Api<OutboxPipeline>,
+/// The pipeline's stored status with Ready=False for `reason` (the other conditions and the ARNs
+/// stay as they were).
+pub(super) fn not_ready(
     p: &OutboxPipeline,
     reason: Reason,
     message: String,
-) -> Result<(), Error> {
+) -> OutboxPipelineStatus {
     let mut status = p.status.clone().unwrap_or_default();
     status.set_condition(
         ConditionType::Ready,
@@ -31,14 +32,52 @@ pub(super) async fn set_deleting(
         p.metadata.generation,
         &now(),
     );
-    patch_status(api, &p.name_any(), &status).await
+    status
+}
+
+pub(super) async fn set_deleting(
+    api: &Api<OutboxPipeline>,
+    p: &OutboxPipeline,
+    reason: Reason,
+    message: String,
+) -> Result<(), Error> {
+    patch_status(api, &p.name_any(), &not_ready(p, reason, message)).await
+}
+
+/// The status to write after the engine's pass: the engine's, for the pipeline's generation,
+/// with the transition times of unchanged conditions kept, and Ready=False with the error's
+/// reason when the engine's status does not already say so.
+pub(super) fn outcome_status(
+    p: &OutboxPipeline,
+    mut status: OutboxPipelineStatus,
+    error: Option<&EngineError>,
+) -> OutboxPipelineStatus {
+    let generation = p.metadata.generation;
+    status.observed_generation = generation;
+    keep_transition_times(&mut status, p.status.as_ref());
+    if let Some(error) = error {
+        let reflected = status
+            .condition(ConditionType::Ready)
+            .is_some_and(|c| c.status == "False" && c.reason == error.reason().as_str());
+        if !reflected {
+            status.set_condition(
+                ConditionType::Ready,
+                false,
+                error.reason(),
+                error.to_string(),
+                generation,
+                &now(),
+            );
+        }
+    }
+    status
 }
 
 /// Keeps each condition's lastTransitionTime from the previous status when its status did not
 /// change. Besides being what the field means, it makes the status of a converged pipeline
 /// identical from pass to pass, so the server-side apply is a no-op that does not wake the watch
 /// (the controller would otherwise trigger itself with every status write).
-pub(super) fn keep_transition_times(
+fn keep_transition_times(
     status: &mut OutboxPipelineStatus,
     previous: Option<&OutboxPipelineStatus>,
 ) {

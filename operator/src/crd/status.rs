@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,10 @@ pub struct OutboxPipelineStatus {
     pub observed_generation: Option<i64>,
     /// Ready, TableReady, RelayReady, BusReady and ConsumersReady.
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(
+        with = "Vec<ConditionSchema>",
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])
+    )]
     pub conditions: Vec<Condition>,
     /// Name of the DynamoDB table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,25 +60,43 @@ pub struct OutboxPipelineStatus {
     pub required_actions: Vec<String>,
 }
 
+// The schema of one condition in `status.conditions`: the shape of k8s-openapi's `Condition`
+// (the type the code uses), with descriptions that name this CRD's condition types and reasons
+// instead of the generic upstream ones. Only the CRD schema is derived from it.
 /// A condition in the standard Kubernetes shape.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[allow(dead_code)]
+#[derive(JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Condition {
+struct ConditionSchema {
     /// Ready, TableReady, RelayReady, BusReady or ConsumersReady.
     #[serde(rename = "type")]
-    pub type_: String,
+    type_: String,
     /// "True", "False" or "Unknown".
-    pub status: String,
-    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, Deleting, Paused.
-    pub reason: String,
+    status: String,
+    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, InternalError (a defect in the operator, not in the spec), Deleting, Paused.
+    reason: String,
     /// Human-readable detail.
     #[serde(default)]
-    pub message: String,
+    message: String,
     /// When the status last changed (RFC 3339).
-    pub last_transition_time: String,
+    #[schemars(extend("format" = "date-time"))]
+    last_transition_time: String,
     /// The spec generation the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
+    observed_generation: Option<i64>,
+}
+
+/// The current time as a condition's `lastTransitionTime` takes it: RFC 3339, whole seconds, UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `now` (RFC 3339) as a [`Time`]; the current time if `now` does not parse (callers pass
+/// [`now()`] or a literal, so that is a defect, not input).
+fn parse_time(now: &str) -> Time {
+    now.parse()
+        .map(Time)
+        .unwrap_or_else(|_| Time(k8s_openapi::jiff::Timestamp::now()))
 }
 
 /// Condition types, one per component plus the overall Ready.
@@ -114,18 +137,22 @@ pub enum Reason {
     Conflict,
     AccessDenied,
     AwsError,
+    /// A defect in the operator itself (a bug), not in the spec: the user cannot fix it by
+    /// editing the pipeline; the log has it at error level.
+    InternalError,
     Deleting,
     Paused,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Reconciled,
         Reason::Progressing,
         Reason::InvalidSpec,
         Reason::Conflict,
         Reason::AccessDenied,
         Reason::AwsError,
+        Reason::InternalError,
         Reason::Deleting,
         Reason::Paused,
     ];
@@ -138,18 +165,10 @@ impl Reason {
             Reason::Conflict => "Conflict",
             Reason::AccessDenied => "AccessDenied",
             Reason::AwsError => "AwsError",
+            Reason::InternalError => "InternalError",
             Reason::Deleting => "Deleting",
             Reason::Paused => "Paused",
         }
-    }
-
-    /// Terminal reasons need a change (spec, AWS permissions, a foreign resource) before a retry
-    /// can succeed; they are not retried in a hot loop.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Reason::InvalidSpec | Reason::Conflict | Reason::AccessDenied
-        )
     }
 }
 
@@ -171,7 +190,8 @@ impl OutboxPipelineStatus {
             .is_some_and(|c| c.status == "True")
     }
 
-    /// Sets a condition, keeping lastTransitionTime when the status did not change.
+    /// Sets a condition, keeping lastTransitionTime when the status did not change; `now` is
+    /// RFC 3339 text such as [`now()`] returns.
     pub fn set_condition(
         &mut self,
         type_: ConditionType,
@@ -190,7 +210,7 @@ impl OutboxPipelineStatus {
         {
             Some(c) => {
                 if c.status != status {
-                    c.last_transition_time = now.to_owned();
+                    c.last_transition_time = parse_time(now);
                 }
                 c.status = status.to_owned();
                 c.reason = reason.as_str().to_owned();
@@ -202,9 +222,81 @@ impl OutboxPipelineStatus {
                 status: status.to_owned(),
                 reason: reason.as_str().to_owned(),
                 message,
-                last_transition_time: now.to_owned(),
+                last_transition_time: parse_time(now),
                 observed_generation: generation,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(status: &OutboxPipelineStatus) -> (String, String, String) {
+        let c = status.condition(ConditionType::Ready).cloned();
+        let c = c.unwrap_or_else(|| panic!("no Ready in {status:?}"));
+        let time = serde_json::to_value(&c.last_transition_time).unwrap_or_default();
+        (
+            c.status,
+            c.reason,
+            time.as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    #[test]
+    fn set_condition_moves_the_transition_time_only_when_the_status_changes() {
+        let mut status = OutboxPipelineStatus::default();
+        let t0 = "2026-01-01T00:00:00Z";
+        status.set_condition(
+            ConditionType::Ready,
+            false,
+            Reason::Progressing,
+            "a",
+            Some(1),
+            t0,
+        );
+        status.set_condition(
+            ConditionType::Ready,
+            false,
+            Reason::AwsError,
+            "b",
+            Some(2),
+            "2026-01-01T00:01:00Z",
+        );
+        assert_eq!(
+            ready(&status),
+            ("False".into(), "AwsError".into(), t0.into())
+        );
+        let t2 = "2026-01-01T00:02:00Z";
+        status.set_condition(
+            ConditionType::Ready,
+            true,
+            Reason::Reconciled,
+            "c",
+            Some(2),
+            t2,
+        );
+        assert_eq!(
+            ready(&status),
+            ("True".into(), "Reconciled".into(), t2.into())
+        );
+        assert_eq!(status.conditions.len(), 1);
+        assert!(status.is_ready());
+    }
+
+    #[test]
+    fn now_is_what_a_condition_time_reads_and_writes_unchanged() {
+        let now = now();
+        let mut status = OutboxPipelineStatus::default();
+        status.set_condition(
+            ConditionType::Ready,
+            true,
+            Reason::Reconciled,
+            "",
+            None,
+            &now,
+        );
+        assert_eq!(ready(&status).2, now);
     }
 }
