@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{EngineArgs, LogFormat};
 use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus};
-use crate::engine::{Action, Engine, Outcome};
+use crate::engine::{AwsAction, Engine, Outcome};
 use crate::manifest::{self, Document};
 
 /// Kubernetes operator and standalone CLI for a lossless transactional outbox on AWS.
@@ -234,7 +234,11 @@ fn key(p: &OutboxPipeline) -> String {
     format!("{}/{}", p.namespace_or_default(), p.name_or_empty())
 }
 
-fn print_actions(out: &mut dyn Write, pipeline: &str, actions: &[Action]) -> std::io::Result<()> {
+fn print_actions(
+    out: &mut dyn Write,
+    pipeline: &str,
+    actions: &[AwsAction],
+) -> std::io::Result<()> {
     for a in actions {
         writeln!(out, "{pipeline}: {}: {a}", a.component.as_str())?;
     }

@@ -26,8 +26,7 @@ use outbox_operator::crd::{
     ConditionType, FINALIZER, OutboxPipeline, OutboxPipelineStatus, PAUSED_ANNOTATION, Reason,
 };
 use outbox_operator::engine::{
-    Action as AwsAction, Component, DeleteOutcome, EngineError, ErrorClass, Fence, Outcome,
-    Reconciler, Verb,
+    AwsAction, Component, DeleteOutcome, EngineError, ErrorClass, Fence, Outcome, Reconciler, Verb,
 };
 use outbox_operator::metrics::{Metrics, Readiness};
 use serde_json::{Value, json};

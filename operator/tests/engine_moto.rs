@@ -560,7 +560,7 @@ async fn plan_makes_no_mutating_call_for_a_new_an_in_sync_and_a_drifted_pipeline
     plan_calls("status");
 }
 
-fn has_action_in(actions: &[outbox_operator::engine::Action], verb: Verb, part: &str) -> bool {
+fn has_action_in(actions: &[outbox_operator::engine::AwsAction], verb: Verb, part: &str) -> bool {
     actions
         .iter()
         .any(|a| a.verb == verb && a.resource.contains(part))

@@ -188,6 +188,8 @@ async fn read_only_clients_refuse_every_mutating_call_and_let_reads_through() {
         .expect_err("CreateBucket must not pass the read-only guard");
     let mapped = aws_error(&err, "CreateBucket", &format!("s3 bucket {bucket}"));
     assert!(mapped.to_string().contains("read-only"), "{mapped}");
+    assert_eq!(mapped.reason(), Reason::InternalError, "a defect of ours");
+    assert!(!mapped.is_transient());
     assert!(
         !matches!(
             mapped,

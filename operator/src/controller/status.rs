@@ -136,7 +136,7 @@ pub(super) async fn publish_action<R>(
     ctx: &Context<R>,
     p: &OutboxPipeline,
     reason: &str,
-    action: &engine::Action,
+    action: &engine::AwsAction,
 ) {
     let resource = truncate(action.resource.clone(), ACTION_LIMIT);
     publish(

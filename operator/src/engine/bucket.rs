@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, Tag
 
 use super::context::Ctx;
 use super::driver::{Applied, Diff, Resource, Writer};
-use super::errors::{AwsResultExt, FoundExt, aws_error, code_of, is_not_found, local};
+use super::errors::{AwsResultExt, FoundExt, aws_error, code_of, internal, is_not_found};
 use super::tags::{self, Ownership};
 use super::{Component, EngineError, Verb};
 
@@ -94,7 +94,7 @@ fn tagging(t: &BTreeMap<String, String>) -> Result<Tagging, EngineError> {
     Tagging::builder()
         .set_tag_set(Some(tags))
         .build()
-        .map_err(|e| local("building s3 tagging", e))
+        .map_err(|e| internal("building s3 tagging", e))
 }
 
 /// The failure bucket. `name` is None while the account is unknown (plan of a new pipeline:
@@ -110,7 +110,7 @@ impl Bucket {
     fn name(&self) -> Result<&str, EngineError> {
         self.name
             .as_deref()
-            .ok_or_else(|| local("s3 bucket", "the account is not known yet"))
+            .ok_or_else(|| internal("s3 bucket", "the account is not known yet"))
     }
 
     async fn create(&self, s3: &aws_sdk_s3::Client) -> Result<(), EngineError> {

@@ -11,7 +11,7 @@ use super::artifacts::Artifacts;
 use super::driver::Writer;
 use super::names::Names;
 use super::tags::Owner;
-use super::{Action, AwsClients, Component, EngineConfig, Verb};
+use super::{AwsAction, AwsClients, Component, EngineConfig, Verb};
 
 /// Partition, region and account of the pipeline's resources, learnt from the table's ARN.
 /// Until the table exists (plan of a new pipeline) they are placeholders.
@@ -91,7 +91,7 @@ pub struct Ctx<'a> {
     /// The clients that may change AWS: set for reconcile and delete, None for plan and status
     /// (whose `clients` also refuse every mutating call).
     writable: Option<&'a AwsClients>,
-    pub actions: Vec<Action>,
+    pub actions: Vec<AwsAction>,
     pub env: AwsEnv,
 }
 
@@ -150,7 +150,7 @@ impl<'a> Ctx<'a> {
         resource: impl Into<String>,
         detail: impl Into<String>,
     ) {
-        let action = Action {
+        let action = AwsAction {
             component,
             verb,
             resource: resource.into(),

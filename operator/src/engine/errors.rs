@@ -198,12 +198,15 @@ where
     }
 }
 
-/// A local error (building a request, serializing a document).
-pub fn local(context: impl Into<String>, err: impl std::fmt::Display) -> EngineError {
-    EngineError::Local {
+/// A defect of ours (a request the SDK cannot build, a document that does not serialize, a
+/// mutating call in a read-only pass): reported as InternalError, never blamed on the spec.
+pub fn internal(context: impl Into<String>, err: impl std::fmt::Display) -> EngineError {
+    let e = EngineError::Internal {
         context: context.into(),
         message: err.to_string(),
-    }
+    };
+    tracing::error!(error = %e, "internal error: a defect of outbox-operator, please report it");
+    e
 }
 
 /// True when an engine error means "a role the engine just created is not assumable yet".
@@ -247,9 +250,9 @@ pub enum EngineError {
         message: String,
         class: ErrorClass,
     },
-    /// A local problem (reading an artifact, serializing a document).
-    #[error("{context}: {message}")]
-    Local { context: String, message: String },
+    /// A defect of ours, not of the spec or of AWS (see [`internal`]).
+    #[error("internal error: {context}: {message}")]
+    Internal { context: String, message: String },
     /// A mutating call was stopped by the leadership fence: this replica is not (or no longer
     /// sure to be) the leader. Transient; the new leader does the work.
     #[error("{operation} on {resource} not sent: this replica is not the leader")]
@@ -260,7 +263,8 @@ impl EngineError {
     /// The condition reason this error is reported with.
     pub fn reason(&self) -> Reason {
         match self {
-            EngineError::InvalidSpec { .. } | EngineError::Local { .. } => Reason::InvalidSpec,
+            EngineError::InvalidSpec { .. } => Reason::InvalidSpec,
+            EngineError::Internal { .. } => Reason::InternalError,
             EngineError::Conflict { .. } => Reason::Conflict,
             EngineError::AccessDenied { .. } => Reason::AccessDenied,
             EngineError::Aws { .. } | EngineError::NotLeading { .. } => Reason::AwsError,
@@ -283,6 +287,18 @@ impl EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_defect_of_ours_is_an_internal_error_not_the_users_invalid_spec() {
+        let e = internal("building table tag k", "missing value");
+        assert_eq!(e.reason(), Reason::InternalError);
+        assert_eq!(e.class(), ErrorClass::Terminal);
+        assert!(
+            e.to_string()
+                .starts_with("internal error: building table tag k"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn access_denied_codes_are_access_denied() {

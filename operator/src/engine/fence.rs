@@ -85,7 +85,7 @@ pub(crate) fn not_leading_error(
                 resource,
                 "a read-only pass tried a mutating call"
             );
-            return Some(super::errors::local(
+            return Some(super::errors::internal(
                 format!("{operation} on {resource}"),
                 r,
             ));

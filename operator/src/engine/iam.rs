@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::context::{AwsEnv, Ctx};
 use super::driver::{Applied, Diff, Resource, Writer};
-use super::errors::{AwsResultExt, FoundExt, local};
+use super::errors::{AwsResultExt, FoundExt, internal};
 use super::names::{POLICY_NAME, ROLE_PATH};
 use super::tags;
 use super::{Component, EngineError, Verb};
@@ -283,7 +283,7 @@ fn iam_tags(t: &BTreeMap<String, String>) -> Result<Vec<Tag>, EngineError> {
 }
 
 fn doc(v: &Value) -> Result<String, EngineError> {
-    serde_json::to_string(v).map_err(|e| local("serializing policy", e))
+    serde_json::to_string(v).map_err(|e| internal("serializing policy", e))
 }
 
 impl Resource for Role {

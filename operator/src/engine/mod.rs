@@ -146,7 +146,7 @@ pub struct CallInfo {
 /// Called once per AWS API call the engine makes (once per operation, not per retry attempt),
 /// before the request is sent, from an SDK interceptor attached to every client.
 ///
-/// Use it for metrics (e.g. the controller's `aws_calls_total{operation}` counter:
+/// Use it for metrics (e.g. the controller's `outbox_aws_calls_total{operation}` counter:
 /// `Engine::new(&sdk, config).with_call_observer(Arc::new(move |call: &CallInfo|
 /// counter.get_or_create(&Labels { operation: call.operation.clone() }).inc()))`) and in
 /// tests to count mutating calls. It must be cheap and must not block.
@@ -473,7 +473,7 @@ impl Verb {
 
 /// One change to one AWS resource: planned (by `plan`) or performed (by `reconcile`/`delete`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Action {
+pub struct AwsAction {
     pub component: Component,
     pub verb: Verb,
     /// Resource kind and name, e.g. `dynamodb table outbox-1a2b-default-users`.
@@ -482,7 +482,7 @@ pub struct Action {
     pub detail: String,
 }
 
-impl std::fmt::Display for Action {
+impl std::fmt::Display for AwsAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.verb.as_str(), self.resource)?;
         if !self.detail.is_empty() {
@@ -499,7 +499,7 @@ pub struct Outcome {
     /// `observedGeneration` is set from the pipeline's metadata.generation.
     pub status: OutboxPipelineStatus,
     /// What this pass changed in AWS (empty when everything was in sync).
-    pub actions: Vec<Action>,
+    pub actions: Vec<AwsAction>,
     /// Set while something is still settling (a function Pending, a new role not yet assumable):
     /// reconcile again after this long. `None` with Ready=True means converged.
     pub requeue_after: Option<Duration>,
@@ -511,7 +511,7 @@ pub struct Outcome {
 #[derive(Clone, Debug)]
 pub struct DeleteOutcome {
     /// What this pass deleted or retained.
-    pub actions: Vec<Action>,
+    pub actions: Vec<AwsAction>,
     /// True when nothing the pipeline owns is left (retained resources excepted).
     pub done: bool,
     /// When not done: delete again after this long.
@@ -521,7 +521,7 @@ pub struct DeleteOutcome {
 /// What `plan` found: the actions a reconcile would perform now.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    pub actions: Vec<Action>,
+    pub actions: Vec<AwsAction>,
 }
 
 impl Plan {

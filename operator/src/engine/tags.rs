@@ -207,7 +207,8 @@ pub fn sdk_tags<T, E: std::fmt::Display>(
 ) -> Result<Vec<T>, EngineError> {
     tags.iter()
         .map(|(k, v)| {
-            build(k, v).map_err(|e| super::errors::local(format!("building {service} tag {k}"), e))
+            build(k, v)
+                .map_err(|e| super::errors::internal(format!("building {service} tag {k}"), e))
         })
         .collect()
 }

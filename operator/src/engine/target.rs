@@ -6,7 +6,7 @@ use aws_sdk_eventbridge::types::{DeadLetterConfig, RetryPolicy, Target};
 
 use super::context::Ctx;
 use super::driver::{Applied, Diff, Resource, Writer};
-use super::errors::{AwsResultExt, FoundExt, local};
+use super::errors::{AwsResultExt, FoundExt, internal};
 use super::tags::Owner;
 use super::{Component, EngineError, Verb};
 
@@ -129,7 +129,7 @@ impl RuleTarget {
                     .map(|a| DeadLetterConfig::builder().arn(a).build()),
             )
             .build()
-            .map_err(|e| local("building target", e))
+            .map_err(|e| internal("building target", e))
     }
 }
 

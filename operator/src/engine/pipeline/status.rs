@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::crd::{ConditionType, OutboxPipelineStatus, Reason};
 use crate::engine::context::Progress;
-use crate::engine::{Action, Component, EngineError};
+use crate::engine::{AwsAction, Component, EngineError};
 
 /// Requeue hint while AWS settles something (a function Pending, a table CREATING).
 pub const SETTLE_REQUEUE: Duration = Duration::from_secs(5);
@@ -80,12 +80,8 @@ const ORDER: [Component; 4] = [
     Component::Consumers,
 ];
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// Observe only (plan, status): a component with pending changes is not in sync.
-pub(super) fn pending_is_waiting(states: &mut States, actions: &[Action]) {
+pub(super) fn pending_is_waiting(states: &mut States, actions: &[AwsAction]) {
     for c in ORDER {
         let pending: Vec<String> = actions
             .iter()
@@ -107,7 +103,7 @@ pub(super) fn conditions(
     states: &States,
     generation: Option<i64>,
 ) -> Option<Duration> {
-    let now = now();
+    let now = crate::crd::now();
     let mut first_bad: Option<(Reason, String)> = None;
     let mut blocker: Option<Component> = None;
     let mut requeue = None;

@@ -11,7 +11,7 @@ use super::{Change, Observed, Table, ddb_tags, parse_description, to_view};
 use crate::crd::BillingMode;
 use crate::engine::EngineError;
 use crate::engine::driver::{Applied, Resource};
-use crate::engine::errors::{AwsResultExt, local};
+use crate::engine::errors::{AwsResultExt, internal};
 
 /// After a CreateTable/UpdateTable: the state follows the description (ARN, stream), and the
 /// step waits while the table is not ACTIVE.
@@ -62,14 +62,14 @@ impl Table {
                         .attribute_name(attr)
                         .key_type(DdbKeyType::from(*kt))
                         .build()
-                        .map_err(|e| local("building key schema", e))?,
+                        .map_err(|e| internal("building key schema", e))?,
                 )
                 .attribute_definitions(
                     AttributeDefinition::builder()
                         .attribute_name(attr)
                         .attribute_type(ScalarAttributeType::from(*at))
                         .build()
-                        .map_err(|e| local("building attribute definition", e))?,
+                        .map_err(|e| internal("building attribute definition", e))?,
                 );
         }
         if let Some((r, w)) = d.throughput {
@@ -78,7 +78,7 @@ impl Table {
         let res = req.send().await.aws("CreateTable", &self.resource())?;
         res.table_description()
             .cloned()
-            .ok_or_else(|| local(self.resource(), "CreateTable returned no description"))
+            .ok_or_else(|| internal(self.resource(), "CreateTable returned no description"))
     }
 
     /// UpdateTable for the stream, billing, or deletion protection.
@@ -117,7 +117,7 @@ impl Table {
                 PointInTimeRecoverySpecification::builder()
                     .point_in_time_recovery_enabled(on)
                     .build()
-                    .map_err(|e| local("building PITR specification", e))?,
+                    .map_err(|e| internal("building PITR specification", e))?,
             )
             .send()
             .await
@@ -138,7 +138,7 @@ fn stream_spec(enabled: bool, view: &str) -> Result<StreamSpecification, EngineE
         .stream_enabled(enabled)
         .stream_view_type(to_view(view))
         .build()
-        .map_err(|e| local("building stream specification", e))
+        .map_err(|e| internal("building stream specification", e))
 }
 
 fn throughput(r: i64, w: i64) -> Result<ProvisionedThroughput, EngineError> {
@@ -146,5 +146,5 @@ fn throughput(r: i64, w: i64) -> Result<ProvisionedThroughput, EngineError> {
         .read_capacity_units(r)
         .write_capacity_units(w)
         .build()
-        .map_err(|e| local("building provisioned throughput", e))
+        .map_err(|e| internal("building provisioned throughput", e))
 }
