@@ -1,3 +1,7 @@
+// The controller's and the engine's futures nest deeper than rustc's default layout query depth
+// when the whole workspace is built together (feature unification); kube-rs documents the same.
+#![recursion_limit = "256"]
+
 use clap::Parser;
 
 #[tokio::main]
