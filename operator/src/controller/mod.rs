@@ -397,14 +397,17 @@ async fn refuse_invalid<R>(
     Err(Error::Engine(error))
 }
 
-/// Writes `status` and sets the pipeline's Ready gauge from it.
+/// Writes `status` unless the pipeline already has exactly this status (a resync of a converged
+/// pipeline writes nothing), and sets the pipeline's Ready gauge from it.
 async fn write_status<R>(
     p: &OutboxPipeline,
     api: &Api<OutboxPipeline>,
     ctx: &Context<R>,
     status: &OutboxPipelineStatus,
 ) -> Result<(), Error> {
-    patch_status(api, &p.name_any(), status).await?;
+    if p.status.as_ref() != Some(status) {
+        patch_status(api, &p.name_any(), status).await?;
+    }
     ctx.metrics
         .set_pipeline_ready(&key_of(&p.metadata), status.is_ready());
     Ok(())

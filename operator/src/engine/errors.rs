@@ -17,21 +17,29 @@ pub enum Kind {
     Terminal,
 }
 
+/// True for the codes with which AWS says "slow down" (the control planes of Lambda and IAM
+/// throttle at low rates): a throttle is waited out, never reported as a failure.
+pub fn is_throttle_code(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "SlowDown"
+            | "ProvisionedThroughputExceededException"
+    )
+}
+
 /// Classifies an AWS error by code, message and HTTP status.
 pub fn classify(code: &str, message: &str, status: Option<u16>) -> Kind {
     if code.starts_with("AccessDenied") || code == "UnauthorizedOperation" {
         return Kind::AccessDenied;
     }
     let transient_codes = [
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "SlowDown",
-        "ProvisionedThroughputExceededException",
         "LimitExceededException",
         "ContinuousBackupsUnavailableException",
         "ResourceInUseException",
@@ -50,7 +58,8 @@ pub fn classify(code: &str, message: &str, status: Option<u16>) -> Kind {
         "DispatchFailure",
         "ResponseError",
     ];
-    if transient_codes.contains(&code) || status.is_some_and(|s| s >= 500) {
+    if is_throttle_code(code) || transient_codes.contains(&code) || status.is_some_and(|s| s >= 500)
+    {
         return Kind::Transient;
     }
     // IAM is eventually consistent: a role or policy written seconds ago is not yet visible to
@@ -267,6 +276,8 @@ impl EngineError {
             EngineError::Internal { .. } => Reason::InternalError,
             EngineError::Conflict { .. } => Reason::Conflict,
             EngineError::AccessDenied { .. } => Reason::AccessDenied,
+            // Throttled: the pass is requeued with backoff; the pipeline is progressing, not failing.
+            EngineError::Aws { code, .. } if is_throttle_code(code) => Reason::Progressing,
             EngineError::Aws { .. } | EngineError::NotLeading { .. } => Reason::AwsError,
         }
     }
@@ -287,6 +298,33 @@ impl EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_is_transient_and_progressing_never_aws_error() {
+        for code in [
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "Throttling",
+        ] {
+            let e = from_code(
+                code.into(),
+                "Rate exceeded".into(),
+                Some(400),
+                "CreateRole",
+                "iam role r",
+            );
+            assert!(e.is_transient(), "{code}");
+            assert_eq!(e.reason(), Reason::Progressing, "{code}");
+        }
+        let other = from_code(
+            "ServiceUnavailable".into(),
+            "".into(),
+            Some(503),
+            "GetRole",
+            "iam role r",
+        );
+        assert_eq!(other.reason(), Reason::AwsError);
+    }
 
     #[test]
     fn a_defect_of_ours_is_an_internal_error_not_the_users_invalid_spec() {
