@@ -81,7 +81,10 @@ pub struct OutboxPipelineSpec {
     /// AWS region of every resource of this pipeline (e.g. eu-west-1). When absent, the
     /// operator's AWS configuration decides (AWS_REGION, profile, instance metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$")
+    )]
     pub region: Option<String>,
 
     /// The DynamoDB table the application writes to (the outbox), with its change stream.

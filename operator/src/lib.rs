@@ -11,12 +11,14 @@
 //! - [`cli`]: the command line and the standalone commands.
 //! - [`config`]: the flags, validated once into a typed configuration.
 //! - [`metrics`]: Prometheus metrics and the health probes.
+//! - [`identity`]: the startup check of the operator's AWS identity.
 
 pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod engine;
+pub mod identity;
 pub mod manifest;
 pub mod metrics;
 

@@ -250,6 +250,26 @@ fn duplicate_consumer_names_are_rejected() {
 }
 
 #[test]
+fn regions_of_every_partition_are_accepted_and_others_rejected() {
+    for region in [
+        "eu-west-1",
+        "us-gov-west-1",
+        "cn-north-1",
+        "ap-southeast-5",
+        "eusc-de-east-1",
+    ] {
+        let mut v = lifecycle();
+        v["spec"]["region"] = json!(region);
+        assert!(errors_of(v).is_empty(), "{region} is a region");
+    }
+    for region in ["eu_west_1", "EU-WEST-1", "westeurope", "eu-west"] {
+        let mut v = lifecycle();
+        v["spec"]["region"] = json!(region);
+        assert_rejected(v, "spec.region");
+    }
+}
+
+#[test]
 fn bad_table_name_is_rejected() {
     let mut v = lifecycle();
     v["spec"]["table"]["name"] = json!("bad name!");

@@ -690,6 +690,12 @@ async fn a_leader_cut_off_from_the_api_server_does_not_fight_the_new_leader() {
     assert!(!exit.success(), "a lost lease exits non-zero: {exit:?}");
     let log_a = std::fs::read_to_string(&op_a.log).unwrap_or_default();
     assert!(log_a.contains("lost the lease"), "{}", tail(&op_a.log));
+    // The startup check found the operator's AWS identity (the emulator's account).
+    assert!(
+        log_a.contains("AWS identity") && log_a.contains("123456789012"),
+        "{}",
+        tail(&op_a.log)
+    );
     if let Ok(keep) = std::env::var("E2E_KEEP_LOGS") {
         let _ = std::fs::copy(&op_a.log, format!("{keep}/replica-a.log"));
         let _ = std::fs::copy(&op_b.log, format!("{keep}/replica-b.log"));

@@ -103,7 +103,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let metrics = Arc::new(Metrics::new());
     // Under leader election the engine's AWS writes depend on the fence (down until leading).
     let fence = config.leader_election.as_ref().map(|_| Fence::new());
-    let reconciler = engine_reconciler(&config, metrics.clone(), fence.clone()).await;
+    let sdk = engine::aws_sdk_config(config.region.clone(), config.endpoint_url.clone()).await;
+    let identity = crate::identity::check(&aws_sdk_sts::Client::new(&sdk)).await?;
+    info!(account = %identity.account, arn = %identity.arn, "AWS identity");
+    let reconciler = engine_reconciler(&config, &sdk, metrics.clone(), fence.clone());
     run_with(client, config, reconciler, metrics, fence).await?;
     Ok(0)
 }
@@ -294,12 +297,12 @@ pub fn changes_that_matter() -> impl Predicate<Watched> + Send + 'static {
 /// The engine as the controller's reconciler, with its AWS calls counted in `metrics`
 /// (`outbox_aws_calls_total{operation="dynamodb:DescribeTable"}`) and, under leader election,
 /// its AWS writes behind `fence`.
-async fn engine_reconciler(
+fn engine_reconciler(
     config: &Config,
+    sdk: &aws_config::SdkConfig,
     metrics: Arc<Metrics>,
     fence: Option<Fence>,
 ) -> engine::Engine {
-    let sdk = engine::aws_sdk_config(config.region.clone(), config.endpoint_url.clone()).await;
     let observer: engine::CallObserver = Arc::new(move |call: &engine::CallInfo| {
         metrics.aws_call(&format!(
             "{}:{}",
@@ -307,7 +310,7 @@ async fn engine_reconciler(
             call.operation
         ));
     });
-    let engine = engine::Engine::new(&sdk, config.engine.clone()).with_call_observer(observer);
+    let engine = engine::Engine::new(sdk, config.engine.clone()).with_call_observer(observer);
     match fence {
         Some(f) => engine.with_fence(f),
         None => engine,
