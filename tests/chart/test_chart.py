@@ -506,12 +506,23 @@ def test_the_old_quickstart_without_an_image_repository_is_refused_with_the_fix(
     assert "Dockerfile" in message and "kind load docker-image" in message
 
 
+# Docker Hub's official-image namespace, however it is spelled: nothing is published there.
+OFFICIAL_IMAGE_SPELLINGS = [
+    "outbox-operator",
+    "library/outbox-operator",
+    "docker.io/outbox-operator",
+    "docker.io/library/outbox-operator",
+    "index.docker.io/outbox-operator",
+]
+
+
 @pytest.mark.parametrize("policy", ["IfNotPresent", "Always"])
-def test_a_repository_without_a_registry_is_refused_unless_never_pulled(chart, policy):
-    values = merged(REQUIRED, {"image": {"repository": "outbox-operator", "pullPolicy": policy}})
+@pytest.mark.parametrize("repository", OFFICIAL_IMAGE_SPELLINGS)
+def test_a_repository_without_a_registry_is_refused_unless_never_pulled(chart, repository, policy):
+    values = merged(REQUIRED, {"image": {"repository": repository, "pullPolicy": policy}})
     message = render_error(chart, values)
-    assert 'image.repository "outbox-operator" names no registry' in message
-    assert "docker.io/library/outbox-operator" in message and "pullPolicy=Never" in message
+    assert f'image.repository "{repository}" names no registry' in message
+    assert "docker.io/library/outbox-operator," in message and "pullPolicy=Never" in message
 
 
 def test_an_image_loaded_into_kind_is_used_as_is(rendered):
@@ -521,7 +532,14 @@ def test_an_image_loaded_into_kind_is_used_as_is(rendered):
 
 
 def test_a_registry_path_with_a_namespace_or_a_port_is_accepted(chart):
-    for repository in ("ghcr.io/acme/outbox-operator", "localhost:5001/outbox-operator", "acme/outbox-operator"):
+    accepted = (
+        "ghcr.io/acme/outbox-operator",
+        "localhost:5001/outbox-operator",
+        "acme/outbox-operator",  # a Docker Hub user's namespace
+        "docker.io/acme/outbox-operator",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/outbox-operator",
+    )
+    for repository in accepted:
         out = Rendered(chart.render(merged(REQUIRED, {"image": {"repository": repository}}), name=RELEASE, namespace=NAMESPACE))
         assert out.container["image"] == f"{repository}:{chart.metadata['appVersion']}"
 
@@ -962,6 +980,12 @@ def test_crd_schema_check_rejects_a_malformed_pipeline(crd_schema_file, tmp_path
     proc = check_against_crd(crd_schema_file, broken)
     assert proc.returncode != 0, proc.stdout
     assert "table" in proc.stdout + proc.stderr
+
+
+def test_notes_name_the_image_the_pods_pull(rendered, chart):
+    image = f"{IMAGE_REPOSITORY}:{chart.metadata['appVersion']}"
+    assert f"Image:        {image} (pullPolicy IfNotPresent)" in rendered("defaults").notes
+    assert "Image:        outbox-operator:e2e (pullPolicy Never)" in rendered("kind").notes
 
 
 def test_notes_tell_how_to_upgrade_the_crd_and_uninstall_safely(rendered):

@@ -262,3 +262,25 @@ def test_release_workflow_refuses_a_tag_that_is_not_the_charts_app_version(workf
     )
     assert rc != 0 and "does not match Chart.yaml appVersion" in log
     assert out == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# the kind recipe's install (scripts/e2e-kind.sh needs Docker; its helm command is checked here)
+
+
+def test_kind_recipe_helm_install_renders(chart):
+    # The script's `helm install` runs with `helm` replaced by a printer, its constants taken
+    # from the script itself; the values it passes must render (the image check included).
+    script = (ROOT / "scripts" / "e2e-kind.sh").read_text()
+    constants = re.findall(r"^(?:IMAGE|RELEASE|NAMESPACE|SECRET|CLUSTER_NAME|REGION)=.*$", script, re.M)
+    (install,) = re.findall(r"^helm --kube-context .*? install .*?--wait --timeout \S+$", script, re.M | re.S)
+    program = "\n".join(
+        ["set -eu", *constants, "endpoint=http://172.18.0.3:4566", "helm() { printf '%s\\n' \"$@\"; }", install]
+    )
+    proc = subprocess.run(["bash", "-c", program], capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert proc.returncode == 0, proc.stderr
+    words = proc.stdout.splitlines()
+    values = set_values(words)
+    assert values["image"] == {"repository": "outbox-operator", "tag": "e2e", "pullPolicy": "Never"}
+    files = chart.render(values, name=words[words.index("install") + 1], namespace=namespace_of(words))
+    assert any(name.endswith("deployment.yaml") for name in files)

@@ -55,18 +55,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The image check: no outbox-operator image is published, so an image reference naming no
-registry cannot be pulled. An empty repository is refused, and so is a repository of one path
-component (no "/"), which the container runtime pulls from Docker Hub's official-image namespace
-(docker.io/library/<name>) where no outbox-operator exists, unless image.pullPolicy is Never:
-then the image is only looked up on the node (loaded there with `kind load docker-image`).
+registry cannot be pulled. An empty repository is refused, and so is one in Docker Hub's
+official-image namespace: a single path component such as "outbox-operator" (which the container
+runtime expands to docker.io/library/outbox-operator), or that name spelled out with docker.io/
+or library/. No outbox-operator exists there. Allowed anyway with image.pullPolicy Never: then
+the image is only looked up on the node (loaded there with `kind load docker-image`).
 */}}
 {{- define "outbox-operator.validateImage" -}}
 {{- $repo := .Values.image.repository -}}
 {{- if not $repo -}}
 {{- fail "image.repository is required: no outbox-operator image is published. Build the repository's Dockerfile, push the image to a registry your nodes pull from and set image.repository to it (e.g. registry.example.com/platform/outbox-operator). On kind: `kind load docker-image outbox-operator:<tag>` and set image.repository=outbox-operator, image.tag=<tag>, image.pullPolicy=Never. See docs/install.md" -}}
 {{- end -}}
-{{- if and (not (contains "/" $repo)) (ne .Values.image.pullPolicy "Never") -}}
-{{- fail (printf "image.repository %q names no registry: the nodes would pull docker.io/library/%s, which does not exist (no outbox-operator image is published). Set image.repository to the registry path you pushed the image to (e.g. registry.example.com/platform/%s), or set image.pullPolicy=Never for an image loaded onto the nodes (kind load docker-image). See docs/install.md" $repo $repo $repo) -}}
+{{- if and (regexMatch "^((docker\\.io|index\\.docker\\.io)/)?(library/)?[^/]+$" $repo) (ne .Values.image.pullPolicy "Never") -}}
+{{- $name := regexReplaceAll "^.*/" $repo "" -}}
+{{- fail (printf "image.repository %q names no registry: the nodes would pull docker.io/library/%s, which does not exist (no outbox-operator image is published). Set image.repository to the registry path you pushed the image to (e.g. registry.example.com/platform/%s), or set image.pullPolicy=Never for an image loaded onto the nodes (kind load docker-image). See docs/install.md" $repo $name $name) -}}
 {{- end -}}
 {{- end -}}
 
