@@ -807,6 +807,8 @@ BAD_VALUES = {
     "missing-cluster-id": ({"aws": {"region": "eu-west-1"}}, "clusterId"),
     "empty-cluster-id": ({"clusterId": "", "aws": {"region": "eu-west-1"}}, "clusterId"),
     "missing-region": ({"clusterId": "c1"}, "region"),
+    "region-without-number": (merged(REQUIRED, {"aws": {"region": "eu-west"}}), "region"),
+    "region-in-capitals": (merged(REQUIRED, {"aws": {"region": "EU-WEST-1"}}), "region"),
     "unknown-log-format": (merged(REQUIRED, {"logFormat": "yaml"}), "logFormat"),
     "two-replicas-without-leader-election": (
         merged(REQUIRED, {"replicaCount": 2, "leaderElection": {"enabled": False}}),
@@ -864,6 +866,14 @@ def test_values_schema_rejects_bad_values(chart, case):
 
 def test_values_schema_accepts_the_required_values(chart):
     chart.validate_schema(REQUIRED)  # raises if the schema rejected everything
+
+
+@pytest.mark.parametrize(
+    "region", ["eu-west-1", "ap-southeast-5", "cn-north-1", "us-gov-west-1", "us-isob-east-1", "eusc-de-east-1"]
+)
+def test_values_schema_accepts_regions_of_every_partition(chart, region):
+    # Newer partitions have longer prefixes: the European Sovereign Cloud's eusc-de-east-1.
+    chart.validate_schema(merged(REQUIRED, {"aws": {"region": region}}))
 
 
 def test_templates_refuse_two_unleashed_replicas_even_without_the_schema(tmp_path):
