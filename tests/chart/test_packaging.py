@@ -284,3 +284,18 @@ def test_kind_recipe_helm_install_renders(chart):
     assert values["image"] == {"repository": "outbox-operator", "tag": "e2e", "pullPolicy": "Never"}
     files = chart.render(values, name=words[words.index("install") + 1], namespace=namespace_of(words))
     assert any(name.endswith("deployment.yaml") for name in files)
+
+
+def test_documented_openshift_settings_drop_the_fixed_uid(chart):
+    doc = ROOT / "docs" / "install.md"
+    (line,) = [c for c in shell_commands(doc) if c.startswith("--set podSecurityContext.")]
+    values = merge(
+        {"clusterId": "c", "aws": {"region": "eu-west-1"}, "image": {"repository": "registry.example.com/o/outbox-operator"}},
+        set_values(shlex.split(line)),
+    )
+    deployment = yaml.safe_load(chart.render(values, name="outbox-operator", namespace="outbox")[
+        "outbox-operator/templates/deployment.yaml"
+    ])
+    pod = deployment["spec"]["template"]["spec"]
+    assert "runAsUser" not in pod["securityContext"] and "runAsGroup" not in pod["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
