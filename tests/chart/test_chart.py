@@ -113,7 +113,10 @@ CASES: dict[str, dict[str, Any]] = {
             {"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"},
             {"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "url"}}},
         ],
-        "envFrom": [{"configMapRef": {"name": "outbox-proxy"}}, {"secretRef": {"name": "outbox-extra", "optional": True}}],
+        "envFrom": [
+            {"configMapRef": {"name": "outbox-proxy"}},
+            {"secretRef": {"name": "outbox-extra", "optional": True}},
+        ],
     },
     # OpenShift's restricted-v2 SCC assigns the uid: the fixed ids are dropped with null.
     "openshift": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None}},
@@ -540,7 +543,8 @@ def test_a_registry_path_with_a_namespace_or_a_port_is_accepted(chart):
         "123456789012.dkr.ecr.eu-west-1.amazonaws.com/outbox-operator",
     )
     for repository in accepted:
-        out = Rendered(chart.render(merged(REQUIRED, {"image": {"repository": repository}}), name=RELEASE, namespace=NAMESPACE))
+        values = merged(REQUIRED, {"image": {"repository": repository}})
+        out = Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
         assert out.container["image"] == f"{repository}:{chart.metadata['appVersion']}"
 
 
@@ -688,8 +692,7 @@ def test_security_contexts_are_overridable(chart):
         {"podSecurityContext": {"runAsNonRoot": True, "fsGroup": 2000}, "securityContext": {"runAsUser": 1000}},
     )
     result = Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
-    assert result.pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                                             "seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": 2000}
+    assert result.pod["securityContext"] == {**POD_SECURITY_CONTEXT, "fsGroup": 2000}
     assert result.container["securityContext"]["runAsUser"] == 1000
 
 
@@ -830,7 +833,10 @@ BAD_VALUES = {
     "digest-not-sha256": (merged(REQUIRED, {"image": {"digest": "latest"}}), "digest"),
     "tag-with-digest": (merged(REQUIRED, {"image": {"tag": "1.0@sha256:ab"}}), "tag"),
     "name-override-not-a-dns-label": (merged(REQUIRED, {"nameOverride": "Outbox_Operator"}), "nameOverride"),
-    "fullname-override-not-a-dns-label": (merged(REQUIRED, {"fullnameOverride": "platform.outbox"}), "fullnameOverride"),
+    "fullname-override-not-a-dns-label": (
+        merged(REQUIRED, {"fullnameOverride": "platform.outbox"}),
+        "fullnameOverride",
+    ),
     "negative-revision-history": (merged(REQUIRED, {"revisionHistoryLimit": -1}), "revisionHistoryLimit"),
     "priority-class-not-a-name": (merged(REQUIRED, {"priorityClassName": "High Priority"}), "priorityClassName"),
     "pdb-min-available-not-a-count": (

@@ -289,8 +289,9 @@ def test_kind_recipe_helm_install_renders(chart):
 def test_documented_openshift_settings_drop_the_fixed_uid(chart):
     doc = ROOT / "docs" / "install.md"
     (line,) = [c for c in shell_commands(doc) if c.startswith("--set podSecurityContext.")]
+    required = {"clusterId": "c", "aws": {"region": "eu-west-1"}}
     values = merge(
-        {"clusterId": "c", "aws": {"region": "eu-west-1"}, "image": {"repository": "registry.example.com/o/outbox-operator"}},
+        {**required, "image": {"repository": "registry.example.com/o/outbox-operator"}},
         set_values(shlex.split(line)),
     )
     deployment = yaml.safe_load(chart.render(values, name="outbox-operator", namespace="outbox")[
