@@ -300,3 +300,22 @@ def test_documented_openshift_settings_drop_the_fixed_uid(chart):
     pod = deployment["spec"]["template"]["spec"]
     assert "runAsUser" not in pod["securityContext"] and "runAsGroup" not in pod["securityContext"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_docker_context_keeps_everything_the_build_reads():
+    # .dockerignore trims the context; the build still needs the workspace, the lock file, the
+    # Lambda build script with its glibc check and the tool pins.
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    needed = [
+        "Cargo.toml", "Cargo.lock", "operator/Cargo.toml", "lambdas/relay/Cargo.toml",
+        "dev/trigger/Cargo.toml", "scripts/build-lambdas.sh", "dev/glibc_needed.py", "dev/requirements.txt",
+    ]
+    for path in needed:
+        assert (ROOT / path).exists(), path
+        parts = Path(path).parts
+        hits = [p for p in ignored if any(Path(*parts[: i + 1]).match(p) for i in range(len(parts)))]
+        assert hits == [], f"{path} is excluded from the Docker build context by {hits}"
