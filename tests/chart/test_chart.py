@@ -640,6 +640,11 @@ def test_pod_disruption_budget_min_available_replaces_max_unavailable(rendered):
     assert spec["minAvailable"] == "50%" and "maxUnavailable" not in spec
 
 
+def test_pod_disruption_budget_without_a_bound_is_refused(chart):
+    values = merged(REQUIRED, {"replicaCount": 2, "podDisruptionBudget": {"maxUnavailable": ""}})
+    assert "set maxUnavailable or minAvailable" in render_error(chart, values)
+
+
 def test_pod_disruption_budget_can_be_turned_off(rendered):
     assert rendered("pdb-disabled").of_kind("PodDisruptionBudget") == []
 
