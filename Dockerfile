@@ -30,7 +30,11 @@ RUN apt-get update \
 RUN rustup target add x86_64-unknown-linux-gnu
 # A step of its own, so the x86_64 zips never depend on it. scripts/build-lambdas.sh builds
 # arm64 whenever this target is installed (it is the host target on an arm64 build machine).
-RUN if [ "$LAMBDA_ARM64" = 1 ]; then rustup target add aarch64-unknown-linux-gnu; fi
+RUN case "$LAMBDA_ARM64" in \
+      1) rustup target add aarch64-unknown-linux-gnu ;; \
+      0) ;; \
+      *) echo "LAMBDA_ARM64 must be 1 or 0, not '$LAMBDA_ARM64'" >&2; exit 1 ;; \
+    esac
 WORKDIR /src
 # cargo-lambda and zig (which link the Lambdas against AL2023's glibc for either architecture)
 # and pyelftools (scripts/build-lambdas.sh checks the zips' glibc needs with it), at the versions
@@ -96,7 +100,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     install -D -m 0755 "target/$triple/release/outbox-operator" /out/outbox-operator; \
     case "$arch" in x86_64) machine='X86-64' ;; aarch64) machine='AArch64' ;; esac; \
     readelf -h /out/outbox-operator | grep -q "Machine:.*$machine" \
-      || { echo "/out/outbox-operator is not a $TARGETARCH binary" >&2; exit 1; }
+      || { echo "/out/outbox-operator is not built for linux/$TARGETARCH" >&2; exit 1; }
 
 # ---- the image ---------------------------------------------------------------------------------
 # glibc, CA certificates and nothing else; no shell. "nonroot" is uid/gid 65532. Every file is
