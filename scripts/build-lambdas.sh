@@ -55,7 +55,8 @@ for arch in "${archs[@]}"; do
   out="$artifacts/$arch"
   echo "building ${functions[*]} for $arch into $out"
   # One cargo invocation for all three binaries: one release build, shared dependencies.
-  cargo lambda build --release "$arch_flag" --output-format zip --lambda-dir "$out" "${packages[@]}"
+  # --locked: the zips are built from Cargo.lock as committed, never a re-resolved one.
+  cargo lambda build --release --locked "$arch_flag" --output-format zip --lambda-dir "$out" "${packages[@]}"
 
   for fn in "${functions[@]}"; do
     zip="$out/$fn/bootstrap.zip"

@@ -5,12 +5,27 @@
 #   find the UserCreated event in the consumer Lambda's CloudWatch logs.
 # Needs Docker, kind, kubectl, helm, the AWS CLI and curl. CI cannot run it (no Docker engine).
 #
+# What it does not test: LocalStack's free image does not enforce IAM, so the operator runs with
+# dummy credentials that may do anything there, and the least-privilege policy
+# (docs/operator-iam-policy.json) and the roles' permissions boundary are not exercised.
+#
 # Everything this run creates is removed on exit, also on failure; KEEP=1 keeps the cluster and
 # LocalStack for a look around. Settings (environment):
 #   CLUSTER_NAME       kind cluster to create (default outbox-e2e; must not exist yet)
-#   LOCALSTACK_IMAGE   pinned LocalStack image (default below; later tags need an auth token)
-#   LOCALSTACK_AUTH_TOKEN  passed to LocalStack when set
+#   LOCALSTACK_IMAGE   LocalStack image (default localstack/localstack:4.14.0, pinned: it is the
+#                      last tag that starts without an account; later tags refuse to start
+#                      without LOCALSTACK_AUTH_TOKEN)
+#   LOCALSTACK_AUTH_TOKEN  passed to LocalStack when set (needed for tags after 4.14.0)
 #   LOCALSTACK_PORT    host port for LocalStack (default 4566, bound to 127.0.0.1)
+#   DOCKER_SOCKET      the container engine's socket, as a path on the machine the engine runs on:
+#                      LocalStack starts the Lambdas as containers through it. Default: the
+#                      unix:// path of DOCKER_HOST (else of the current docker context) when the
+#                      engine runs on this Linux machine (Docker, rootless Docker, Podman);
+#                      /var/run/docker.sock otherwise, its path inside the VM of Docker Desktop
+#                      and Colima. Set it for Podman machine (the path inside the VM:
+#                      podman machine ssh -- podman info --format '{{.Host.RemoteSocket.Path}}').
+#   LAMBDA_ARM64       1 (default) builds the arm64 Lambda zips into the image too, as released;
+#                      0 builds x86_64 only, faster (the example pipeline runs on x86_64)
 #   AWS_E2E_REGION     region for the operator and the CLI (default us-east-1)
 #   READY_TIMEOUT      how long to wait for the pipeline to be Ready (default 10m)
 #   EVENT_TIMEOUT      seconds to wait for the event in the consumer's logs (default 180)
@@ -35,6 +50,30 @@ WRITER_PAYLOAD=${WRITER_PAYLOAD:-"{\"username\":\"e2e-$(date +%s)\",\"email\":\"
 
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'e2e-kind: %s\n' "$*" >&2; exit 1; }
+
+# The socket LocalStack mounts to start Lambda containers: a path where the engine runs, which is
+# not always where this script runs (see DOCKER_SOCKET above).
+docker_socket() {
+  if [ -n "${DOCKER_SOCKET:-}" ]; then
+    printf '%s\n' "$DOCKER_SOCKET"
+    return
+  fi
+  local host=${DOCKER_HOST:-} engine_os
+  if [ -z "$host" ]; then
+    # The current docker context (rootless Docker sets one); the podman-docker shim has none.
+    host=$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null || true)
+  fi
+  engine_os=$(docker info --format '{{.OperatingSystem}}' 2>/dev/null || true)
+  case "$host" in
+    "" | unix://*) ;;
+    *) die "the engine is at $host, not a local unix socket: set DOCKER_SOCKET to its socket's path on the engine's machine" ;;
+  esac
+  if [ -n "$host" ] && [ "$(uname -s)" = Linux ] && [[ "$engine_os" != *"Docker Desktop"* ]]; then
+    printf '%s\n' "${host#unix://}"
+  else
+    printf '%s\n' /var/run/docker.sock
+  fi
+}
 
 # The AWS CLI against LocalStack with its dummy credentials, never a profile of yours.
 awsls() {
@@ -102,14 +141,15 @@ log "creating kind cluster $CLUSTER_NAME"
 created_cluster=1
 kind create cluster --name "$CLUSTER_NAME" --wait 180s
 
-log "starting $LOCALSTACK_IMAGE on the kind network"
+docker_sock=$(docker_socket)
+log "starting $LOCALSTACK_IMAGE on the kind network (engine socket: $docker_sock)"
 localstack_args=(
   --detach --name "$LOCALSTACK_NAME"
   --network kind
   --publish "127.0.0.1:${LOCALSTACK_PORT}:4566"
   # Lambdas run as sibling containers on the same network, so they reach LocalStack too.
   --env LAMBDA_DOCKER_NETWORK=kind
-  --volume /var/run/docker.sock:/var/run/docker.sock
+  --volume "${docker_sock}:/var/run/docker.sock"
 )
 if [ -n "${LOCALSTACK_AUTH_TOKEN:-}" ]; then
   # Passed by name, so the token never shows in a process list.
@@ -123,6 +163,10 @@ until curl -fsS "http://127.0.0.1:${LOCALSTACK_PORT}/_localstack/health" >/dev/n
   [ "$SECONDS" -lt "$deadline" ] || die "LocalStack did not become healthy within 120s"
   sleep 2
 done
+# Without the engine's socket LocalStack accepts CreateFunction but cannot run a Lambda; say so
+# now rather than after a 10-minute wait for Ready.
+docker exec "$LOCALSTACK_NAME" test -S /var/run/docker.sock ||
+  die "$docker_sock is not the engine's socket (LocalStack sees no socket there): set DOCKER_SOCKET"
 # Pods reach LocalStack by its address on the kind network (no DNS needed).
 localstack_ip=$(docker inspect -f '{{ (index .NetworkSettings.Networks "kind").IPAddress }}' "$LOCALSTACK_NAME")
 [ -n "$localstack_ip" ] || die "LocalStack has no address on the kind network"
@@ -131,7 +175,7 @@ echo "LocalStack: $endpoint (from pods), http://127.0.0.1:${LOCALSTACK_PORT} (fr
 
 # --- the operator ---------------------------------------------------------------------------
 log "building $IMAGE (operator and Lambda zips) and loading it into kind"
-docker build -t "$IMAGE" .
+docker build --build-arg "LAMBDA_ARM64=${LAMBDA_ARM64:-1}" -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
 
 log "installing the chart"

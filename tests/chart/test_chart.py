@@ -35,8 +35,10 @@ RELEASE = "outbox-operator"
 NAMESPACE = "outbox-system"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# What a user must set: everything else has a default.
-REQUIRED = {"clusterId": "test-cluster", "aws": {"region": "eu-west-1"}}
+# What a user must set: everything else has a default. No image is published, so the registry
+# path of the image the user built and pushed is required too (the templates refuse it unset).
+IMAGE_REPOSITORY = "registry.example.com/platform/outbox-operator"
+REQUIRED = {"clusterId": "test-cluster", "aws": {"region": "eu-west-1"}, "image": {"repository": IMAGE_REPOSITORY}}
 
 SECRET = "aws-credentials"
 ROLE_ARN = "arn:aws:iam::123456789012:role/outbox-operator"
@@ -85,7 +87,55 @@ CASES: dict[str, dict[str, Any]] = {
         "podAnnotations": {"example.com/team": "platform"},
         "podLabels": {"team": "platform"},
     },
+    # What scripts/e2e-kind.sh installs: an image loaded onto the node, never pulled.
+    "kind": {"image": {"repository": "outbox-operator", "tag": "e2e", "pullPolicy": "Never"}},
+    "pinned-digest": {"image": {"digest": "sha256:" + "ab" * 32, "tag": "ignored"}},
+    "name-override": {"nameOverride": "outbox-ctl"},
+    "fullname-override": {"fullnameOverride": "platform-outbox"},
+    "high-availability": {
+        "replicaCount": 3,
+        "priorityClassName": "platform-critical",
+        "revisionHistoryLimit": 3,
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"team": "platform"}},
+            },
+        ],
+    },
+    "pdb-min-available": {"replicaCount": 2, "podDisruptionBudget": {"minAvailable": "50%"}},
+    "pdb-disabled": {"replicaCount": 2, "podDisruptionBudget": {"enabled": False}},
+    "extra-env": {
+        "extraEnv": [
+            {"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"},
+            {"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "url"}}},
+        ],
+        "envFrom": [
+            {"configMapRef": {"name": "outbox-proxy"}},
+            {"secretRef": {"name": "outbox-extra", "optional": True}},
+        ],
+    },
+    # OpenShift's restricted-v2 SCC assigns the uid: the fixed ids are dropped with null.
+    "openshift": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None}},
+    "network-policy": {
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "egress": [
+                {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+                {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]},
+            ],
+        }
+    },
+    "network-policy-ingress-only": {"networkPolicy": {"enabled": True}},
+    "service-annotations": {"metrics": {"service": {"annotations": {"prometheus.io/scrape": "true"}}}},
 }
+
+# Cases that replace the default security contexts on purpose (asserted in their own tests).
+SECURITY_CONTEXT_OVERRIDES = {"openshift"}
 
 PIPELINE_RULES = [
     {"apiGroups": ["outbox.dev"], "resources": ["outboxpipelines"], "verbs": ["get", "list", "watch", "patch"]},
@@ -266,6 +316,38 @@ def test_every_rendered_manifest_passes_strict_offline_validation(rendered, case
     assert len(passed) == len(objects) * len(versions), proc.stdout
 
 
+def validation_rules(node: Any) -> list[dict[str, Any]]:
+    """Every x-kubernetes-validations rule anywhere in a CRD schema."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        found += node.get("x-kubernetes-validations", [])
+        for value in node.values():
+            found += validation_rules(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += validation_rules(value)
+    return found
+
+
+# Rule fields and the first Kubernetes version whose API server accepts them.
+RULE_FIELDS_SINCE = {"messageExpression": (1, 27), "fieldPath": (1, 28), "reason": (1, 28)}
+
+
+def test_chart_kube_version_floor_is_what_the_crd_rules_need():
+    # An older API server refuses the CRD the chart installs, so the chart must not claim it.
+    floor = tuple(int(p) for p in min_kube_version().split(".")[:2])
+    rules = validation_rules(crd_document())
+    assert rules, "the CRD has no validation rules: this test would pass vacuously"
+    needed = max([(1, 25)] + [since for rule in rules for key, since in RULE_FIELDS_SINCE.items() if key in rule])
+    assert floor >= needed, f"Chart.yaml kubeVersion allows {floor}, the CRD's rules need {needed}"
+
+
+def test_install_doc_states_the_kubernetes_floor():
+    doc = (ROOT / "docs" / "install.md").read_text()
+    major, minor = min_kube_version().split(".")[:2]
+    assert f"Kubernetes {major}.{minor} or later" in doc
+
+
 def test_crd_passes_strict_offline_validation():
     validator = tool("kubernetes-validate")
     proc = subprocess.run([validator, "--strict", str(CRD_FILE)], capture_output=True, text=True)
@@ -306,7 +388,7 @@ def test_defaults_set_exactly_the_operator_env_the_binary_reads(rendered, chart)
         "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
     }
     assert result.container["args"] == ["run"]
-    assert result.container["image"] == f"outbox-operator:{chart.metadata['appVersion']}"
+    assert result.container["image"] == f"{IMAGE_REPOSITORY}:{chart.metadata['appVersion']}"
     assert result.container["imagePullPolicy"] == "IfNotPresent"
 
 
@@ -384,7 +466,7 @@ def test_every_value_reaches_the_pod(rendered):
     assert lease_role["rules"] == lease_rules("outbox-leader")
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [c for c in CASES if c not in SECURITY_CONTEXT_OVERRIDES])
 def test_pod_runs_non_root_read_only_without_privileges(rendered, case):
     result = rendered(case)
     assert result.pod["securityContext"] == POD_SECURITY_CONTEXT
@@ -407,6 +489,246 @@ def test_probes_and_metrics_service_use_the_operator_port(rendered, case):
     assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
     pod_labels = result.deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+# ---------------------------------------------------------------------------------------------
+# the image: no image is published, so a reference that cannot be pulled is refused at render
+
+
+def render_error(chart, values: dict[str, Any]) -> str:
+    """The message of the render failure (a `fail` in the templates) for these values."""
+    with pytest.raises(helm.HelmError) as refused:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    return str(refused.value)
+
+
+def test_the_old_quickstart_without_an_image_repository_is_refused_with_the_fix(chart):
+    # What README's quickstart used to run: only clusterId and aws.region.
+    message = render_error(chart, {"clusterId": "prod-eu-1", "aws": {"region": "eu-west-1"}})
+    assert "image.repository is required" in message
+    assert "Dockerfile" in message and "kind load docker-image" in message
+
+
+# Docker Hub's official-image namespace, however it is spelled: nothing is published there.
+OFFICIAL_IMAGE_SPELLINGS = [
+    "outbox-operator",
+    "library/outbox-operator",
+    "docker.io/outbox-operator",
+    "docker.io/library/outbox-operator",
+    "index.docker.io/outbox-operator",
+]
+
+
+@pytest.mark.parametrize("policy", ["IfNotPresent", "Always"])
+@pytest.mark.parametrize("repository", OFFICIAL_IMAGE_SPELLINGS)
+def test_a_repository_without_a_registry_is_refused_unless_never_pulled(chart, repository, policy):
+    values = merged(REQUIRED, {"image": {"repository": repository, "pullPolicy": policy}})
+    message = render_error(chart, values)
+    assert f'image.repository "{repository}" names no registry' in message
+    assert "docker.io/library/outbox-operator," in message and "pullPolicy=Never" in message
+
+
+def test_an_image_loaded_into_kind_is_used_as_is(rendered):
+    result = rendered("kind")
+    assert result.container["image"] == "outbox-operator:e2e"
+    assert result.container["imagePullPolicy"] == "Never"
+
+
+def test_a_registry_path_with_a_namespace_or_a_port_is_accepted(chart):
+    accepted = (
+        "ghcr.io/acme/outbox-operator",
+        "localhost:5001/outbox-operator",
+        "acme/outbox-operator",  # a Docker Hub user's namespace
+        "docker.io/acme/outbox-operator",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/outbox-operator",
+    )
+    for repository in accepted:
+        values = merged(REQUIRED, {"image": {"repository": repository}})
+        out = Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
+        assert out.container["image"] == f"{repository}:{chart.metadata['appVersion']}"
+
+
+def test_a_digest_pins_the_image_and_wins_over_the_tag(rendered):
+    assert rendered("pinned-digest").container["image"] == f"{IMAGE_REPOSITORY}@sha256:{'ab' * 32}"
+
+
+# ---------------------------------------------------------------------------------------------
+# names, labels and scheduling
+
+
+def names_of(result: Rendered) -> dict[str, str]:
+    return {o["kind"]: o["metadata"]["name"] for o in result.objects if o["kind"] not in ("Role", "RoleBinding")}
+
+
+def test_name_override_renames_the_objects_and_the_app_label(rendered):
+    result = rendered("name-override")
+    names = names_of(result)
+    assert names["Deployment"] == "outbox-operator-outbox-ctl"
+    assert names["Service"] == "outbox-operator-outbox-ctl-metrics"
+    assert result.pod["serviceAccountName"] == "outbox-operator-outbox-ctl"
+    selector = result.deployment["spec"]["selector"]["matchLabels"]
+    assert selector == {"app.kubernetes.io/name": "outbox-ctl", "app.kubernetes.io/instance": RELEASE}
+    assert result.one("Service")["spec"]["selector"] == selector
+
+
+def test_fullname_override_names_every_object(rendered):
+    result = rendered("fullname-override")
+    for kind, name in names_of(result).items():
+        expected = "platform-outbox-metrics" if kind == "Service" else "platform-outbox"
+        assert name == expected, kind
+    assert result.pod["serviceAccountName"] == "platform-outbox"
+    assert {r["metadata"]["name"] for r in result.of_kind("Role")} == {"platform-outbox-leader-election"}
+    # The selector keeps the chart name: only nameOverride changes it.
+    assert result.deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "outbox-operator"
+
+
+def test_high_availability_values_reach_the_deployment(rendered):
+    result = rendered("high-availability")
+    spec = result.deployment["spec"]
+    assert spec["replicas"] == 3 and spec["revisionHistoryLimit"] == 3
+    assert result.pod["priorityClassName"] == "platform-critical"
+    zone, host = result.pod["topologySpreadConstraints"]
+    # Without a labelSelector the constraint counts this release's operator pods...
+    assert zone == {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": spec["selector"]["matchLabels"]},
+    }
+    # ...and one given by the user is kept as written.
+    assert host == CASES["high-availability"]["topologySpreadConstraints"][1]
+
+
+def test_defaults_keep_ten_revisions_and_set_no_priority_class_or_spread(rendered):
+    result = rendered("defaults")
+    assert result.deployment["spec"]["revisionHistoryLimit"] == 10
+    assert "priorityClassName" not in result.pod and "topologySpreadConstraints" not in result.pod
+
+
+@pytest.mark.parametrize("label", ["app.kubernetes.io/name", "app.kubernetes.io/instance"])
+def test_pod_labels_may_not_override_the_selector_labels(chart, label):
+    message = render_error(chart, merged(REQUIRED, {"podLabels": {label: "other"}}))
+    assert f"podLabels.{label}" in message and "selector" in message
+
+
+def test_pod_labels_may_not_override_the_other_chart_labels(chart):
+    message = render_error(chart, merged(REQUIRED, {"podLabels": {"app.kubernetes.io/version": "9"}}))
+    assert "podLabels.app.kubernetes.io/version: the chart sets this label itself" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# PodDisruptionBudget: only with more than one replica
+
+
+@pytest.mark.parametrize("case", ["defaults", "kind", "no-leader-election"])
+def test_no_pod_disruption_budget_for_a_single_replica(rendered, case):
+    assert rendered(case).of_kind("PodDisruptionBudget") == []
+
+
+def test_two_replicas_get_a_pod_disruption_budget_over_the_operator_pods(rendered):
+    result = rendered("two-replicas")
+    pdb = result.one("PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1" and pdb["metadata"]["namespace"] == NAMESPACE
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": result.deployment["spec"]["selector"]["matchLabels"]},
+    }
+
+
+def test_pod_disruption_budget_min_available_replaces_max_unavailable(rendered):
+    spec = rendered("pdb-min-available").one("PodDisruptionBudget")["spec"]
+    assert spec["minAvailable"] == "50%" and "maxUnavailable" not in spec
+
+
+def test_pod_disruption_budget_without_a_bound_is_refused(chart):
+    values = merged(REQUIRED, {"replicaCount": 2, "podDisruptionBudget": {"maxUnavailable": ""}})
+    assert "set maxUnavailable or minAvailable" in render_error(chart, values)
+
+
+def test_pod_disruption_budget_can_be_turned_off(rendered):
+    assert rendered("pdb-disabled").of_kind("PodDisruptionBudget") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# environment
+
+
+def test_extra_env_and_env_from_reach_the_container_after_the_chart_env(rendered):
+    result = rendered("extra-env")
+    case = CASES["extra-env"]
+    env = result.container["env"]
+    assert env[-2:] == case["extraEnv"]
+    assert [e["name"] for e in env[:-2]] == list(rendered("defaults").env)
+    assert result.container["envFrom"] == case["envFrom"]
+    assert "envFrom" not in rendered("defaults").container
+
+
+@pytest.mark.parametrize("name", ["OUTBOX_CLUSTER_ID", "AWS_REGION", "POD_NAMESPACE"])
+def test_extra_env_may_not_shadow_what_the_chart_sets(chart, name):
+    values = merged(REQUIRED, {"extraEnv": [{"name": "HTTPS_PROXY", "value": "x"}, {"name": name, "value": "x"}]})
+    message = render_error(chart, values)
+    assert f"extraEnv[1].name: {name} is set by the chart" in message
+
+
+def test_extra_env_may_set_credentials_the_chart_does_not_set(chart):
+    # Without aws.existingSecret the chart sets no AWS_ACCESS_KEY_ID: a user's own wiring is fine.
+    values = merged(REQUIRED, {"extraEnv": [{"name": "AWS_ACCESS_KEY_ID", "value": "x"}]})
+    env = Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE)).env
+    assert env["AWS_ACCESS_KEY_ID"] == "x"
+    message = render_error(chart, merged(values, {"aws": {"existingSecret": SECRET}}))
+    assert "AWS_ACCESS_KEY_ID is set by the chart" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# security contexts, NetworkPolicy, Service annotations
+
+
+def test_openshift_install_drops_the_fixed_uid_and_keeps_the_restrictions(rendered):
+    result = rendered("openshift")
+    assert result.pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    # restricted-v2 still requires these on the container; they stay.
+    assert result.container["securityContext"] == CONTAINER_SECURITY_CONTEXT
+    assert "runAsUser" not in result.container["securityContext"]
+
+
+def test_security_contexts_are_overridable(chart):
+    values = merged(
+        REQUIRED,
+        {"podSecurityContext": {"runAsNonRoot": True, "fsGroup": 2000}, "securityContext": {"runAsUser": 1000}},
+    )
+    result = Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
+    assert result.pod["securityContext"] == {**POD_SECURITY_CONTEXT, "fsGroup": 2000}
+    assert result.container["securityContext"]["runAsUser"] == 1000
+
+
+@pytest.mark.parametrize("case", ["defaults", "two-replicas", "everything-set"])
+def test_no_network_policy_unless_enabled(rendered, case):
+    assert rendered(case).of_kind("NetworkPolicy") == []
+
+
+def test_network_policy_admits_only_the_metrics_port_from_the_given_peers(rendered):
+    result = rendered("network-policy")
+    policy = result.one("NetworkPolicy")
+    case = CASES["network-policy"]["networkPolicy"]
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": result.deployment["spec"]["selector"]["matchLabels"]},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"ports": [{"port": 8080, "protocol": "TCP"}], "from": case["metricsFrom"]}],
+        "egress": case["egress"],
+    }
+
+
+def test_network_policy_without_egress_rules_leaves_egress_open(rendered):
+    spec = rendered("network-policy-ingress-only").one("NetworkPolicy")["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec
+    assert spec["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+
+
+def test_metrics_service_annotations(rendered):
+    service = rendered("service-annotations").one("Service")
+    assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+    assert "annotations" not in rendered("defaults").one("Service")["metadata"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +815,8 @@ BAD_VALUES = {
     "missing-cluster-id": ({"aws": {"region": "eu-west-1"}}, "clusterId"),
     "empty-cluster-id": ({"clusterId": "", "aws": {"region": "eu-west-1"}}, "clusterId"),
     "missing-region": ({"clusterId": "c1"}, "region"),
+    "region-without-number": (merged(REQUIRED, {"aws": {"region": "eu-west"}}), "region"),
+    "region-in-capitals": (merged(REQUIRED, {"aws": {"region": "EU-WEST-1"}}), "region"),
     "unknown-log-format": (merged(REQUIRED, {"logFormat": "yaml"}), "logFormat"),
     "two-replicas-without-leader-election": (
         merged(REQUIRED, {"replicaCount": 2, "leaderElection": {"enabled": False}}),
@@ -511,6 +835,32 @@ BAD_VALUES = {
     "endpoint-without-scheme": (merged(REQUIRED, {"aws": {"endpointUrl": "localstack:4566"}}), "endpointUrl"),
     "existing-service-account-without-name": (merged(REQUIRED, {"serviceAccount": {"create": False}}), "name"),
     "bad-pull-policy": (merged(REQUIRED, {"image": {"pullPolicy": "always"}}), "pullPolicy"),
+    "digest-not-sha256": (merged(REQUIRED, {"image": {"digest": "latest"}}), "digest"),
+    "tag-with-digest": (merged(REQUIRED, {"image": {"tag": "1.0@sha256:ab"}}), "tag"),
+    "name-override-not-a-dns-label": (merged(REQUIRED, {"nameOverride": "Outbox_Operator"}), "nameOverride"),
+    "fullname-override-not-a-dns-label": (
+        merged(REQUIRED, {"fullnameOverride": "platform.outbox"}),
+        "fullnameOverride",
+    ),
+    "negative-revision-history": (merged(REQUIRED, {"revisionHistoryLimit": -1}), "revisionHistoryLimit"),
+    "priority-class-not-a-name": (merged(REQUIRED, {"priorityClassName": "High Priority"}), "priorityClassName"),
+    "pdb-min-available-not-a-count": (
+        merged(REQUIRED, {"podDisruptionBudget": {"minAvailable": "half"}}),
+        "minAvailable",
+    ),
+    "pdb-misspelled-key": (merged(REQUIRED, {"podDisruptionBudget": {"maxUnavailible": 1}}), "maxUnavailible"),
+    "spread-without-topology-key": (
+        merged(REQUIRED, {"topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]}),
+        "topologyKey",
+    ),
+    "extra-env-without-name": (merged(REQUIRED, {"extraEnv": [{"value": "x"}]}), "name"),
+    "extra-env-as-a-map": (merged(REQUIRED, {"extraEnv": {"HTTPS_PROXY": "x"}}), "extraEnv"),
+    "network-policy-misspelled-key": (merged(REQUIRED, {"networkPolicy": {"enable": True}}), "enable"),
+    "security-context-not-an-object": (merged(REQUIRED, {"podSecurityContext": "restricted"}), "podSecurityContext"),
+    "service-annotation-not-a-string": (
+        merged(REQUIRED, {"metrics": {"service": {"annotations": {"prometheus.io/scrape": True}}}}),
+        "annotations",
+    ),
 }
 
 
@@ -527,6 +877,14 @@ def test_values_schema_rejects_bad_values(chart, case):
 
 def test_values_schema_accepts_the_required_values(chart):
     chart.validate_schema(REQUIRED)  # raises if the schema rejected everything
+
+
+@pytest.mark.parametrize(
+    "region", ["eu-west-1", "ap-southeast-5", "cn-north-1", "us-gov-west-1", "us-isob-east-1", "eusc-de-east-1"]
+)
+def test_values_schema_accepts_regions_of_every_partition(chart, region):
+    # Newer partitions have longer prefixes: the European Sovereign Cloud's eusc-de-east-1.
+    chart.validate_schema(merged(REQUIRED, {"aws": {"region": region}}))
 
 
 def test_templates_refuse_two_unleashed_replicas_even_without_the_schema(tmp_path):
@@ -643,6 +1001,12 @@ def test_crd_schema_check_rejects_a_malformed_pipeline(crd_schema_file, tmp_path
     proc = check_against_crd(crd_schema_file, broken)
     assert proc.returncode != 0, proc.stdout
     assert "table" in proc.stdout + proc.stderr
+
+
+def test_notes_name_the_image_the_pods_pull(rendered, chart):
+    image = f"{IMAGE_REPOSITORY}:{chart.metadata['appVersion']}"
+    assert f"Image:        {image} (pullPolicy IfNotPresent)" in rendered("defaults").notes
+    assert "Image:        outbox-operator:e2e (pullPolicy Never)" in rendered("kind").notes
 
 
 def test_notes_tell_how_to_upgrade_the_crd_and_uninstall_safely(rendered):
