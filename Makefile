@@ -51,6 +51,17 @@ demo: venv lambdas ## quickstart: local AWS emulator, plan → apply → status 
 	cargo build -q -p outbox-operator -p outbox-local-trigger
 	MOTO_PORT=$(MOTO_PORT) ARTIFACTS="$(ARTIFACTS)" scripts/demo.sh
 
+.PHONY: bench-scale
+PIPELINES   ?= 500
+CONCURRENCY ?= 4
+bench-scale: venv lambdas ## scale benchmark: the real operator (release) against a fake Kubernetes API and the emulator; PIPELINES=500 CONCURRENCY=4
+	cargo build -q --release -p outbox-operator -p outbox-fake-kube
+	MOTO_PORT=$(MOTO_PORT) scripts/moto.sh start
+	trap 'MOTO_PORT=$(MOTO_PORT) scripts/moto.sh stop' EXIT; \
+	  $(TEST_ENV) $(CARGO_TARGET_DIR)/release/bench-scale --endpoint http://127.0.0.1:$(MOTO_PORT) \
+	    --pipelines $(PIPELINES) --concurrency $(CONCURRENCY) \
+	    --operator $(CARGO_TARGET_DIR)/release/outbox-operator --artifacts-dir $(ARTIFACTS)
+
 .PHONY: moto-start moto-stop
 moto-start: venv ## start the local AWS emulator on 127.0.0.1:$(MOTO_PORT)
 	MOTO_PORT=$(MOTO_PORT) scripts/moto.sh start

@@ -1,0 +1,267 @@
+//! The operator at scale: the real `outbox-operator run` process against the fake Kubernetes API
+//! (this crate) and a local AWS emulator. N pipelines (relay and one bundled consumer each,
+//! writer off) are created at once; it prints the time until all are Ready, the operator's peak
+//! and steady resident memory, and the AWS calls (all, and mutating) and Kubernetes writes of one
+//! resync pass over the converged pipelines.
+//!
+//! `make bench-scale` runs it (starting and stopping its own emulator). A benchmark, not a test:
+//! the figures go to docs/controller.md.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use outbox_fake_kube::FakeApi;
+use serde_json::{Value, json};
+
+struct Args {
+    pipelines: usize,
+    concurrency: usize,
+    resync: u64,
+    endpoint: String,
+    operator: PathBuf,
+    artifacts: PathBuf,
+    timeout: u64,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench-scale --endpoint URL [--pipelines N] [--concurrency C] [--resync-seconds S] \
+         [--operator PATH] [--artifacts-dir DIR] [--timeout-seconds T]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        pipelines: 100,
+        concurrency: 4,
+        resync: 30,
+        endpoint: String::new(),
+        operator: PathBuf::from("target/release/outbox-operator"),
+        artifacts: PathBuf::from("target/artifacts"),
+        timeout: 600,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| usage());
+        let number = || value.parse::<u64>().unwrap_or_else(|_| usage());
+        match flag.as_str() {
+            "--pipelines" => a.pipelines = number() as usize,
+            "--concurrency" => a.concurrency = number() as usize,
+            "--resync-seconds" => a.resync = number(),
+            "--timeout-seconds" => a.timeout = number(),
+            "--endpoint" => a.endpoint = value,
+            "--operator" => a.operator = PathBuf::from(value),
+            "--artifacts-dir" => a.artifacts = PathBuf::from(value),
+            _ => usage(),
+        }
+    }
+    if a.endpoint.is_empty() {
+        usage()
+    }
+    a
+}
+
+fn pipeline(name: &str) -> Value {
+    json!({
+        "apiVersion": "outbox.dev/v1alpha1",
+        "kind": "OutboxPipeline",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "table": {"partitionKey": {"name": "id", "type": "S"}, "streamViewType": "NEW_IMAGE",
+                      "deletionProtection": false, "deletionPolicy": "Delete"},
+            "bus": {"name": format!("{name}-bus")},
+            "relay": {"events": [{"change": "INSERT", "source": "bench", "detailType": "Created",
+                                  "payload": "newImage"}]},
+            "writer": {"enabled": false},
+            "consumers": [{"name": "c", "eventPattern": {"source": ["bench"]}}]
+        }
+    })
+}
+
+fn is_ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// (VmRSS, VmHWM) of a process in KiB.
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// What the operator counted so far, from its metrics endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counted {
+    aws_calls: u64,
+    mutating: u64,
+    passes: u64,
+}
+
+fn scrape(metrics_port: u16) -> Counted {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else {
+        return Counted::default();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let value = |line: &str| {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let mut c = Counted::default();
+    for line in text.lines() {
+        if line.starts_with("outbox_aws_calls_total{") {
+            let op = line.split(':').nth(1).unwrap_or("");
+            c.aws_calls += value(line);
+            if !["Describe", "Get", "List", "Head"]
+                .iter()
+                .any(|p| op.starts_with(p))
+            {
+                c.mutating += value(line);
+            }
+        } else if line.starts_with("outbox_reconciles_total") {
+            c.passes += value(line);
+        }
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_operator(a: &Args, dir: &std::path::Path, api_port: u16, metrics_port: u16) -> Child {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{api_port}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\n    namespace: default\ncurrent-context: c\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let log = std::fs::File::create(dir.join("operator.log")).expect("log file");
+    Command::new(&a.operator)
+        .args([
+            "run",
+            "--cluster-id",
+            &format!("bench-{}", std::process::id()),
+        ])
+        .args(["--region", "us-east-1", "--endpoint-url", &a.endpoint])
+        .args(["--resync-period", &format!("{}s", a.resync)])
+        .args(["--concurrency", &a.concurrency.to_string()])
+        .args(["--metrics-port", &metrics_port.to_string()])
+        .args(["--leader-election", "false", "--log-format", "json"])
+        .arg("--artifacts-dir")
+        .arg(&a.artifacts)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", a.operator.display()))
+}
+
+#[tokio::main]
+async fn main() {
+    let a = parse_args();
+    let dir = std::env::temp_dir().join(format!("bench-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let api = FakeApi::new();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let api_port = listener.local_addr().expect("addr").port();
+    api.serve(listener);
+    let run = format!("{:x}", std::process::id());
+    for i in 0..a.pipelines {
+        api.create(pipeline(&format!("p{i}-{run}")));
+    }
+    let metrics_port = free_port();
+    let started = Instant::now();
+    let mut child = start_operator(&a, &dir, api_port, metrics_port);
+    let pid = child.id();
+    let mut converged = None;
+    while started.elapsed() < Duration::from_secs(a.timeout) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "the operator exited ({status}); see {}",
+                dir.join("operator.log").display()
+            );
+            std::process::exit(1);
+        }
+        let ready = api.pipelines().iter().filter(|p| is_ready(p)).count();
+        if ready == a.pipelines {
+            converged = Some(started.elapsed());
+            break;
+        }
+    }
+    let Some(converged) = converged else {
+        let ready = api.pipelines().iter().filter(|p| is_ready(p)).count();
+        eprintln!("only {ready}/{} Ready after {}s", a.pipelines, a.timeout);
+        let _ = child.kill();
+        std::process::exit(1);
+    };
+    let (_, peak_converging) = memory(pid).unwrap_or_default();
+    // One full resync over the converged pipelines (plus a margin for the passes to finish).
+    let before = scrape(metrics_port);
+    let writes_before = api.writes.snapshot();
+    tokio::time::sleep(Duration::from_secs(a.resync + a.resync / 2 + 2)).await;
+    let after = scrape(metrics_port);
+    let writes_after = api.writes.snapshot();
+    let (steady, peak) = memory(pid).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("pipelines                      {}", a.pipelines);
+    println!("concurrency                    {}", a.concurrency);
+    println!(
+        "all Ready after                {:.1} s",
+        converged.as_secs_f64()
+    );
+    println!(
+        "peak RSS while converging      {:.1} MiB",
+        peak_converging as f64 / 1024.0
+    );
+    println!(
+        "peak RSS overall               {:.1} MiB",
+        peak as f64 / 1024.0
+    );
+    println!(
+        "steady RSS                     {:.1} MiB",
+        steady as f64 / 1024.0
+    );
+    let passes = after.passes - before.passes;
+    println!(
+        "steady passes observed         {passes} over {} s (resync every {} s)",
+        a.resync + a.resync / 2 + 2,
+        a.resync
+    );
+    println!(
+        "AWS calls per pass             {:.1} ({} mutating in all)",
+        (after.aws_calls - before.aws_calls) as f64 / passes.max(1) as f64,
+        after.mutating - before.mutating
+    );
+    println!(
+        "Kubernetes writes in steady    status {} patches {} events {}",
+        writes_after.0 - writes_before.0,
+        writes_after.1 - writes_before.1,
+        writes_after.2 - writes_before.2
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
