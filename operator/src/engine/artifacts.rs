@@ -33,11 +33,27 @@ impl Version {
     }
 }
 
+/// How many code uploads may be in flight at once, whatever the controller's concurrency: an
+/// upload holds the zip and its base64 JSON body (~2.5× the zip) in memory, so this bounds the
+/// operator's peak memory (AWS processes uploads one by one per function anyway).
+pub const PARALLEL_UPLOADS: usize = 1;
+
 /// The engine's artifact hashes. Cheap to share; all methods take `&self`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Artifacts {
     hashes: Mutex<HashMap<PathBuf, (Version, String)>>,
     reads: AtomicU64,
+    uploads: tokio::sync::Semaphore,
+}
+
+impl Default for Artifacts {
+    fn default() -> Self {
+        Artifacts {
+            hashes: Mutex::default(),
+            reads: AtomicU64::default(),
+            uploads: tokio::sync::Semaphore::new(PARALLEL_UPLOADS),
+        }
+    }
 }
 
 impl Artifacts {
@@ -61,6 +77,11 @@ impl Artifacts {
     pub fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         std::fs::read(path)
+    }
+
+    /// A turn to upload code: hold it until the upload's request is done.
+    pub async fn upload_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.uploads.acquire().await.ok()
     }
 
     /// How many times an artifact file was read (hashing or uploading) by this engine.

@@ -284,6 +284,7 @@ impl Function {
         state: &mut Option<Observed>,
     ) -> Result<Applied, EngineError> {
         let (d, resource) = (&self.desired, self.resource());
+        let _turn = self.artifacts.upload_turn().await;
         let res = lambda
             .create_function()
             .function_name(&d.name)
@@ -342,6 +343,7 @@ impl Function {
                 Ok(settle(&resource, c.state(), c.last_update_status()))
             }
             Change::Code(_) => {
+                let _turn = self.artifacts.upload_turn().await;
                 let c = lambda
                     .update_function_code()
                     .function_name(&d.name)
