@@ -48,7 +48,8 @@ lambdas: venv ## build the writer, relay and consumer zips into $(ARTIFACTS)/<ar
 
 .PHONY: bench-relay
 bench-relay: ## relay benchmark: release bootstrap vs a local runtime API and PutEvents (10k records, batch 10/100, 0%/5% throttled)
-	cargo build --release -q -p outbox-relay -p outbox-bench-relay
+	cargo build --release -q -p outbox-relay
+	cargo build --release -q -p outbox-bench-relay
 	$(CARGO_TARGET_DIR)/release/outbox-bench-relay --bootstrap $(CARGO_TARGET_DIR)/release/relay $(BENCH_ARGS)
 
 .PHONY: demo

@@ -82,7 +82,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("batch {batch_size}, throttle {throttle}, run {k}"))?;
                 if args.verbose {
-                    println!("{}", Row::of(batch_size, throttle, std::slice::from_ref(&m)).line());
+                    println!(
+                        "{}",
+                        Row::of(batch_size, throttle, std::slice::from_ref(&m)).line()
+                    );
                 }
                 for problem in &m.problems {
                     eprintln!("  relay log: {problem}");
