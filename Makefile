@@ -46,6 +46,12 @@ crd: ## regenerate crds/outboxpipelines.yaml (and the chart's copy) from the Rus
 lambdas: venv ## build the writer, relay and consumer zips into $(ARTIFACTS)/<arch>/<function>/bootstrap.zip
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ARTIFACTS="$(ARTIFACTS)" scripts/build-lambdas.sh
 
+.PHONY: bench-relay
+bench-relay: ## relay benchmark: release bootstrap vs a local runtime API and PutEvents (10k records, batch 10/100, 0%/5% throttled)
+	cargo build --release -q -p outbox-relay
+	cargo build --release -q -p outbox-bench-relay
+	$(CARGO_TARGET_DIR)/release/outbox-bench-relay --bootstrap $(CARGO_TARGET_DIR)/release/relay $(BENCH_ARGS)
+
 .PHONY: demo
 demo: venv lambdas ## quickstart: local AWS emulator, plan → apply → status of examples/user-created.yaml, a user's event end to end
 	cargo build -q -p outbox-operator -p outbox-local-trigger

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::dynamodb::Event;
 use lambda_runtime::LambdaEvent;
 use outbox_contract::RelayConfig;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::event::{Disposition, Prepared, prepare};
@@ -38,6 +39,10 @@ pub enum RelayError {
     /// cannot name it; failing the batch is the only way not to report it as done.
     #[error("record {index} cannot be published and has no sequence number to report: {reason}")]
     UnreportableRecord { index: usize, reason: String },
+    /// The invocation's payload is not a DynamoDB stream batch (the error names the kind and
+    /// position of the fault, never a value: the payload holds item data).
+    #[error("the event is not a DynamoDB stream batch: {0}")]
+    MalformedEvent(#[source] outbox_contract::redact::JsonErrorSummary),
 }
 
 /// What one invocation did (also logged as one line).
@@ -99,6 +104,22 @@ impl Relay {
     pub async fn handle(&self, event: LambdaEvent<Event>) -> Result<BatchResponse, RelayError> {
         let invocation = Invocation::from_context(&event.context);
         self.process(&event.payload, &invocation)
+            .await
+            .map(|r| r.response)
+    }
+
+    /// The Lambda handler over the payload as JSON text: what the binary runs. Parsing it here
+    /// with serde_json costs less than the runtime's own typed deserialization (which tracks
+    /// the path of every value for its error message), and a malformed payload is reported
+    /// without quoting it.
+    pub async fn handle_raw(
+        &self,
+        event: LambdaEvent<Box<RawValue>>,
+    ) -> Result<BatchResponse, RelayError> {
+        let payload: Event = serde_json::from_str(event.payload.get())
+            .map_err(|e| RelayError::MalformedEvent(e.into()))?;
+        let invocation = Invocation::from_context(&event.context);
+        self.process(&payload, &invocation)
             .await
             .map(|r| r.response)
     }

@@ -1,10 +1,14 @@
 //! The relay Lambda's entry point: configuration and clients once, then the runtime loop.
+use aws_sdk_eventbridge::config::StalledStreamProtectionConfig;
 use aws_sdk_eventbridge::config::retry::RetryConfig;
 use lambda_runtime::{LambdaEvent, service_fn};
 use outbox_contract::RelayConfig;
 use outbox_relay::{Relay, RetryPolicy};
+use serde_json::value::RawValue;
 
-#[tokio::main]
+// A Lambda execution environment runs one invocation at a time: one thread drives the runtime
+// API, the handler and EventBridge, without cross-thread wake-ups (docs/data-plane.md, *Cost*).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     outbox_contract::startup::start("relay", RelayConfig::from_env, |c| Box::pin(serve(c))).await
 }
@@ -12,9 +16,11 @@ async fn main() -> std::process::ExitCode {
 async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     // The relay retries itself (per entry, with backoff, within the invocation deadline), so
-    // the SDK's own retries are off.
+    // the SDK's own retries are off; it also bounds each call by the time left, so the SDK's
+    // stalled-stream watch (a timer polled with every body chunk) is off too.
     let eb_config = aws_sdk_eventbridge::config::Builder::from(&sdk)
         .retry_config(RetryConfig::disabled())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .build();
     let relay = Relay::new(
         config,
@@ -23,9 +29,9 @@ async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
     );
     let relay = &relay;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<aws_lambda_events::dynamodb::Event>| async move {
+        move |event: LambdaEvent<Box<RawValue>>| async move {
             relay
-                .handle(event)
+                .handle_raw(event)
                 .await
                 .map_err(lambda_runtime::Error::from)
         },

@@ -27,9 +27,17 @@ const TRANSIENT_CALL_CODES: [&str; 6] = [
 ];
 
 /// How hard to retry.
+///
+/// After a call that published **some** entries while others failed retryably (throttled), the
+/// relay waits in proportion: [`RetryPolicy::proportional_delay`], which slows its sending rate
+/// by the share the service refused. The first call in a row that published **nothing** waits
+/// the same way, counting one entry as published (a lone retried entry throttled once more says
+/// little about the account). From the second such call in a row it backs off exponentially:
+/// [`RetryPolicy::delay`]`(n)` for the n-th exponential step. Any progress starts over.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    /// Delay before the first retry; doubles per consecutive failed call.
+    /// First exponential delay (after the second call in a row that published nothing);
+    /// doubles per further such call.
     pub base_delay: Duration,
     /// Upper bound of one delay.
     pub max_delay: Duration,
@@ -62,6 +70,22 @@ impl RetryPolicy {
         let half = full / 2;
         let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
         half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+    }
+
+    /// The wait after a call that took `call`, in which `failed` entries failed retryably and
+    /// `published` were published: `call · failed / published` (`published` counted as at
+    /// least 1), at most `max_delay`.
+    ///
+    /// Sending then takes `1 / (1 - f)` times as long, f = failed / sent: the rate of entries
+    /// offered drops by the share the service refused, to the rate it accepted. A few throttled
+    /// entries cost a few percent of the time, never a doubling; a mostly throttled call waits
+    /// many times its own duration.
+    pub fn proportional_delay(&self, call: Duration, failed: usize, published: usize) -> Duration {
+        if failed == 0 {
+            return Duration::ZERO;
+        }
+        let ratio = failed as f64 / published.max(1) as f64;
+        call.mul_f64(ratio).min(self.max_delay)
     }
 }
 
@@ -137,7 +161,8 @@ pub async fn publish(
             })
             .collect(),
         outcome: PublishOutcome::default(),
-        consecutive_failures: 0,
+        without_progress: 0,
+        owed: Duration::ZERO,
     };
     if let Err(stop) = run.until_empty(client, limit_bytes, policy, deadline).await {
         run.outcome.stopped_at = Some(stop);
@@ -149,8 +174,15 @@ pub async fn publish(
 struct Publishing<'a> {
     queue: VecDeque<Pending<'a>>,
     outcome: PublishOutcome,
-    consecutive_failures: u32,
+    /// Calls in a row that published nothing.
+    without_progress: u32,
+    /// Proportional waits not yet taken: each is taken once they add up to [`MIN_SLEEP`].
+    owed: Duration,
 }
+
+/// The shortest sleep: tokio's timer counts whole milliseconds, so a shorter sleep would last
+/// up to a full tick, many times what a proportional wait after a fast call asks for.
+const MIN_SLEEP: Duration = Duration::from_millis(1);
 
 impl<'a> Publishing<'a> {
     /// Sends request after request, packed from the front of the queue, until the queue is
@@ -168,17 +200,35 @@ impl<'a> Publishing<'a> {
             let request: Vec<Pending<'a>> = self.queue.drain(..n).collect();
             self.outcome.calls += 1;
             self.outcome.retried += request.iter().filter(|p| p.attempts > 0).count();
+            let started = Instant::now();
             let result = match tokio::time::timeout(budget, send(client, &request)).await {
                 Ok(result) => result,
                 Err(_) => CallResult::Transient("client-side timeout".to_owned()),
             };
+            let call = started.elapsed();
+            let published_before = self.outcome.published;
             let failed = self.settle(request, result, front)?;
             if failed.is_empty() {
-                self.consecutive_failures = 0;
+                self.without_progress = 0;
                 continue;
             }
+            let published = self.outcome.published - published_before;
+            self.without_progress = if published > 0 {
+                0
+            } else {
+                self.without_progress + 1
+            };
+            self.owed += match self.without_progress {
+                0 | 1 => policy.proportional_delay(call, failed.len(), published),
+                n => policy.delay(n - 1),
+            };
+            let delay = if self.owed >= MIN_SLEEP {
+                std::mem::take(&mut self.owed)
+            } else {
+                Duration::ZERO
+            };
             self.requeue(failed, policy)?;
-            self.back_off(policy, deadline).await?;
+            self.back_off(delay, policy, deadline).await?;
         }
         Ok(())
     }
@@ -243,16 +293,22 @@ impl<'a> Publishing<'a> {
         Ok(())
     }
 
-    /// Sleeps before the next call after a failing one, or stops at the front of the queue (the
-    /// first failed entry) when the sleep would end inside the reserve before the deadline.
-    async fn back_off(&mut self, policy: &RetryPolicy, deadline: Instant) -> Result<(), Stop> {
+    /// Sleeps `delay` before the next call after a failing one, or stops at the front of the
+    /// queue (the first failed entry) when the sleep would end inside the reserve before the
+    /// deadline.
+    async fn back_off(
+        &mut self,
+        delay: Duration,
+        policy: &RetryPolicy,
+        deadline: Instant,
+    ) -> Result<(), Stop> {
         let first_failed = self.queue.front().map_or(0, |p| p.index);
-        self.consecutive_failures += 1;
-        let delay = policy.delay(self.consecutive_failures);
         if Instant::now() + delay + policy.reserve >= deadline {
             return Err((first_failed, StopReason::OutOfTime));
         }
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(())
     }
 }
@@ -339,5 +395,25 @@ mod tests {
             );
         }
         assert!(policy.delay(100) <= policy.max_delay);
+    }
+
+    #[test]
+    fn proportional_delay_is_in_proportion_to_the_share_refused() {
+        let policy = RetryPolicy::default();
+        let call = Duration::from_millis(90);
+        // One throttled among ten: a ninth of the call's time, far below a doubling.
+        assert_eq!(
+            policy.proportional_delay(call, 1, 9),
+            Duration::from_millis(10)
+        );
+        assert_eq!(policy.proportional_delay(call, 5, 5), call);
+        assert_eq!(policy.proportional_delay(call, 9, 1), call * 9);
+        assert_eq!(policy.proportional_delay(call, 0, 10), Duration::ZERO);
+        assert_eq!(
+            policy.proportional_delay(Duration::from_secs(1), 9, 1),
+            policy.max_delay
+        );
+        // Nothing published counts as one published entry.
+        assert_eq!(policy.proportional_delay(call, 1, 0), call);
     }
 }
