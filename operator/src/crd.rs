@@ -13,7 +13,9 @@ pub use outbox_contract::{ChangeType, Payload};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod monitoring;
 mod status;
+pub use monitoring::*;
 pub use status::*;
 
 /// API group of the custom resources.
@@ -50,6 +52,16 @@ pub const FINALIZER: &str = "outbox.dev/cleanup";
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
         priority = 1
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Healthy")].reason"#
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.dataPlane.iteratorAgeSeconds"
     ),
     printcolumn(name = "Table", type_ = "string", json_path = ".status.tableName"),
     printcolumn(name = "Bus", type_ = "string", json_path = ".status.busName"),
@@ -106,6 +118,10 @@ pub struct OutboxPipelineSpec {
             .message("consumer names must be unique")
     )]
     pub consumers: Vec<ConsumerSpec>,
+
+    /// CloudWatch alarms and the retention of the functions' log groups.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
 
     /// Tags applied to every AWS resource of this pipeline, besides the operator's ownership
     /// tags. Keys may not start with "aws:" or "outbox.dev/" (reserved).

@@ -150,6 +150,54 @@ pub(super) async fn publish_action<R>(
     .await;
 }
 
+/// An Event when the Healthy condition changes (its reason: Flowing → Lagging, ...): Warning when
+/// it turns False or Unknown, Normal when it is True again. The first verdict of a pipeline is
+/// published too, unless it is healthy.
+pub(super) async fn publish_health_change<R>(
+    ctx: &Context<R>,
+    p: &OutboxPipeline,
+    status: &OutboxPipelineStatus,
+) {
+    let Some(new) = status.condition(ConditionType::Healthy) else {
+        return;
+    };
+    let old = p
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(ConditionType::Healthy));
+    if let Some(change) = health_change(old, new) {
+        publish(ctx, p, change.0, &new.reason, "Health", change.1).await;
+    }
+}
+
+/// Pure: the Event type and note for a change of Healthy, None when nothing changed (or a
+/// first verdict that is healthy).
+pub(super) fn health_change(
+    old: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+) -> Option<(EventType, String)> {
+    let type_ = if new.status == "True" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    match old {
+        Some(o) if o.status == new.status && o.reason == new.reason => None,
+        None if new.status == "True" => None,
+        Some(o) => Some((
+            type_,
+            format!(
+                "Healthy {} ({}) -> {} ({}): {}",
+                o.status, o.reason, new.status, new.reason, new.message
+            ),
+        )),
+        None => Some((
+            type_,
+            format!("Healthy {} ({}): {}", new.status, new.reason, new.message),
+        )),
+    }
+}
+
 pub(super) async fn publish_error<R>(
     ctx: &Context<R>,
     p: &OutboxPipeline,
@@ -210,4 +258,50 @@ pub(super) fn truncate(mut s: String, max: usize) -> String {
         s.push_str("...");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Condition;
+
+    fn healthy(status: &str, reason: &str) -> Condition {
+        let mut s = OutboxPipelineStatus::default();
+        s.put_condition(
+            ConditionType::Healthy,
+            status,
+            reason,
+            "why",
+            Some(1),
+            "2026-11-29T03:00:00Z",
+        );
+        s.conditions.remove(0)
+    }
+
+    #[test]
+    fn a_change_of_healthy_is_an_event_warning_when_it_turns_false() {
+        let flowing = healthy("True", "Flowing");
+        let lagging = healthy("False", "Lagging");
+        let (t, note) = health_change(Some(&flowing), &lagging).unwrap();
+        assert!(matches!(t, EventType::Warning));
+        assert!(note.contains("True (Flowing) -> False (Lagging)"), "{note}");
+        let (t, _) = health_change(Some(&lagging), &flowing).unwrap();
+        assert!(matches!(t, EventType::Normal));
+        // Another False reason is a change too.
+        let failing = healthy("False", "RelayFailing");
+        assert!(health_change(Some(&lagging), &failing).is_some());
+        // Unknown warns.
+        let unknown = healthy("Unknown", "Unknown");
+        let (t, _) = health_change(Some(&flowing), &unknown).unwrap();
+        assert!(matches!(t, EventType::Warning));
+    }
+
+    #[test]
+    fn an_unchanged_or_first_healthy_verdict_is_no_event() {
+        let flowing = healthy("True", "Flowing");
+        assert!(health_change(Some(&flowing), &flowing).is_none());
+        assert!(health_change(None, &flowing).is_none());
+        let lagging = healthy("False", "Lagging");
+        assert!(health_change(None, &lagging).is_some());
+    }
 }
