@@ -340,3 +340,142 @@ async fn alarms_follow_the_spec_are_repaired_and_go_when_monitoring_is_switched_
     );
     h.assert_policy_covers_calls();
 }
+
+/// Puts one datapoint of a relay metric now, the way Lambda would.
+async fn put_relay_metric(c: &AwsClients, function: &str, metric: &str, value: f64) {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let datum = MetricDatum::builder()
+        .metric_name(metric)
+        .dimensions(
+            Dimension::builder()
+                .name("FunctionName")
+                .value(function)
+                .build(),
+        )
+        .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(
+            std::time::SystemTime::now(),
+        ))
+        .value(value)
+        .build();
+    c.cloudwatch
+        .put_metric_data()
+        .namespace("AWS/Lambda")
+        .metric_data(datum)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn healthy(status: &outbox_operator::crd::OutboxPipelineStatus) -> (String, String, String) {
+    let c = status
+        .condition(outbox_operator::crd::ConditionType::Healthy)
+        .unwrap_or_else(|| panic!("no Healthy in {status:#?}"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+async fn healthy_follows_the_relay_metrics_and_a_steady_pass_still_mutates_nothing() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("hm");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let p = example("user-created.yaml", &id);
+    let names = Names::new(&cluster, &p);
+    let c = &h.clients;
+
+    let out = h.converge(&p).await;
+    let (status, reason, _) = healthy(&out.status);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Idle"));
+    let dp = out.status.data_plane.clone().expect("dataPlane");
+    assert!(dp.mapping_state.is_some(), "{dp:?}");
+    assert_eq!(dp.parked_batches.as_deref(), Some("0"));
+
+    // Records flow, 2 s behind.
+    put_relay_metric(c, &names.relay_function, "IteratorAge", 2_000.0).await;
+    let st = h.engine.status(&p).await.expect("status");
+    let (_, reason, _) = healthy(&st);
+    assert_eq!(reason, "Flowing");
+
+    // The stream backs up: 7 minutes behind (over the default 300 s).
+    put_relay_metric(c, &names.relay_function, "IteratorAge", 420_000.0).await;
+    h.take_calls();
+    let out = h.engine.reconcile(&p).await;
+    assert!(
+        out.status.is_ready(),
+        "Healthy is apart from Ready: {:#?}",
+        out.status
+    );
+    let (status, reason, message) = healthy(&out.status);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Lagging"),
+        "{message}"
+    );
+    assert_eq!(
+        out.status
+            .data_plane
+            .as_ref()
+            .and_then(|d| d.iterator_age_seconds),
+        Some(420)
+    );
+    let mutating: Vec<String> = h
+        .take_calls()
+        .into_iter()
+        .filter(|c| c.mutating)
+        .map(|c| c.operation)
+        .collect();
+    assert!(
+        mutating.is_empty(),
+        "health made mutating calls: {mutating:?}"
+    );
+
+    // The relay fails: RelayFailing outranks the lag.
+    put_relay_metric(c, &names.relay_function, "Errors", 2.0).await;
+    let st = h.engine.status(&p).await.expect("status");
+    let (status, reason, message) = healthy(&st);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RelayFailing")
+    );
+    assert!(message.contains("failed 2 invocations"), "{message}");
+    h.assert_steady(&p).await;
+    h.assert_policy_covers_calls();
+}
+
+#[tokio::test]
+async fn a_batch_parked_in_the_failure_bucket_is_batches_parked() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("hp");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let p = example("user-created.yaml", &id);
+    let out = h.converge(&p).await;
+    let bucket = out
+        .status
+        .failure_destination_arn
+        .clone()
+        .expect("failure bucket")
+        .trim_start_matches("arn:aws:s3:::")
+        .to_owned();
+    // What Lambda writes for a batch the relay could not publish.
+    h.clients
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("aws/lambda/batch-1")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
+        .send()
+        .await
+        .unwrap();
+    let st = h.engine.status(&p).await.expect("status");
+    let (status, reason, message) = healthy(&st);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "BatchesParked")
+    );
+    assert!(message.starts_with("1 failed batches"), "{message}");
+    let dp = st.data_plane.expect("dataPlane");
+    assert_eq!(dp.parked_batches.as_deref(), Some("1"));
+    assert!(dp.newest_parked_at.is_some());
+    h.assert_policy_covers_calls();
+}

@@ -200,7 +200,8 @@ async fn read_metrics(
         .get_metric_data()
         .set_metric_data_queries(Some(queries))
         .start_time(DateTime::from(start))
-        .end_time(DateTime::from(now))
+        // Through the current, unfinished minute (whose datapoints count too).
+        .end_time(DateTime::from(now + Duration::from_secs(60)))
         .send()
         .await
     {
