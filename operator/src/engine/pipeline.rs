@@ -2,8 +2,10 @@
 //! through the driver ([`step`]), and the status built from how each component ended
 //! ([`status`]). The delete pass is in [`teardown`].
 //!
-//! Creation order: table → failure bucket → roles → functions → mapping → bus → rules →
-//! targets → permissions, then the clean-up of consumers that left the spec.
+//! Creation order: table → failure bucket → roles → (log group → function) each → mapping →
+//! bus → rules → targets → permissions, then the clean-up of consumers that left the spec, then
+//! the alarms (and the removal of those no longer desired). The data-plane health is read after
+//! the pass (`engine::health`).
 
 use std::sync::Arc;
 
