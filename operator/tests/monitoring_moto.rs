@@ -224,6 +224,11 @@ async fn alarms_follow_the_spec_are_repaired_and_go_when_monitoring_is_switched_
     assert_eq!(lag.evaluation_periods(), Some(5));
     assert_eq!(lag.datapoints_to_alarm(), Some(3));
     assert_eq!(lag.alarm_actions(), std::slice::from_ref(&topic));
+    assert_eq!(lag.treat_missing_data(), Some("notBreaching"));
+    assert_eq!(
+        lag.comparison_operator(),
+        Some(&aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+    );
     assert_eq!(
         lag.dimensions()[0].value(),
         Some(names.relay_function.as_str())

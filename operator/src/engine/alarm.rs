@@ -13,8 +13,9 @@ use super::errors::AwsResultExt;
 use super::tags::{self, Owner};
 use super::{Component, EngineError, Verb};
 
-/// An alarm's settings: what PutMetricAlarm writes and DescribeAlarms reads back. Always
-/// `GreaterThanThreshold`; missing data is not breaching (an idle pipeline is not in alarm).
+/// An alarm's settings: what PutMetricAlarm writes and DescribeAlarms reads back. The engine's
+/// alarms are `GreaterThanThreshold` and treat missing data as not breaching (an idle pipeline is
+/// not in alarm).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub description: String,
@@ -30,7 +31,14 @@ pub struct Settings {
     pub threshold: f64,
     /// Sorted.
     pub actions: Vec<String>,
+    pub comparison: String,
+    pub treat_missing_data: String,
 }
+
+/// What every alarm of the engine compares with.
+pub const COMPARISON: &str = "GreaterThanThreshold";
+/// How every alarm of the engine treats missing data.
+pub const NOT_BREACHING: &str = "notBreaching";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
@@ -94,6 +102,8 @@ pub fn differences(want: &Settings, have: &Settings) -> Vec<String> {
     cmp!(evaluation_periods);
     cmp!(datapoints_to_alarm);
     cmp!(actions);
+    cmp!(comparison);
+    cmp!(treat_missing_data);
     if (want.threshold - have.threshold).abs() > f64::EPSILON {
         out.push(format!(
             "threshold: {} -> {}",
@@ -152,6 +162,11 @@ fn settings_of(m: &MetricAlarm) -> Settings {
             .unwrap_or_default(),
         threshold: m.threshold().unwrap_or_default(),
         actions,
+        comparison: m
+            .comparison_operator()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default(),
+        treat_missing_data: m.treat_missing_data().unwrap_or_default().to_owned(),
     }
 }
 
@@ -245,8 +260,8 @@ impl Alarm {
             .evaluation_periods(s.evaluation_periods)
             .datapoints_to_alarm(s.datapoints_to_alarm)
             .threshold(s.threshold)
-            .comparison_operator(ComparisonOperator::GreaterThanThreshold)
-            .treat_missing_data("notBreaching")
+            .comparison_operator(ComparisonOperator::from(s.comparison.as_str()))
+            .treat_missing_data(&s.treat_missing_data)
             .actions_enabled(true)
             .set_alarm_actions(Some(s.actions.clone()));
         // Tags given to PutMetricAlarm apply on create only (AWS ignores them on update).
@@ -360,6 +375,8 @@ mod tests {
             datapoints_to_alarm: 1,
             threshold: 0.0,
             actions: vec![],
+            comparison: COMPARISON.into(),
+            treat_missing_data: NOT_BREACHING.into(),
         }
     }
 
@@ -394,6 +411,18 @@ mod tests {
         };
         assert!(detail.contains("threshold: 5 -> 0"), "{detail}");
         assert!(detail.contains("actions"), "{detail}");
+        // Missing data made breaching by hand: put back.
+        let mut o = Observed {
+            arn: "arn".into(),
+            settings: settings(),
+            tags: a.tags.clone(),
+        };
+        o.settings.treat_missing_data = "breaching".into();
+        let changes = diff(&a, Some(&o), &owner).unwrap();
+        assert!(
+            matches!(changes.as_slice(), [Change::Put(d)] if d.contains("treat_missing_data")),
+            "{changes:?}"
+        );
     }
 
     #[test]

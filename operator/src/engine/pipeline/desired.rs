@@ -267,6 +267,8 @@ pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
             datapoints_to_alarm: metric.6,
             threshold: metric.7,
             actions: actions.clone(),
+            comparison: alarm::COMPARISON.to_owned(),
+            treat_missing_data: alarm::NOT_BREACHING.to_owned(),
         }),
         tags: i.tags.clone(),
         component,
