@@ -213,7 +213,18 @@ async fn read_metrics(
             return;
         }
     };
-    for r in out.metric_data_results() {
+    take_results(out.metric_data_results(), &consumers, lag_start, f);
+}
+
+/// The figures of GetMetricData's results (ids `age`, `errors`, `throttles`, `c<i>`); a result
+/// without datapoints leaves its figure None.
+fn take_results(
+    results: &[aws_sdk_cloudwatch::types::MetricDataResult],
+    consumers: &[&str],
+    lag_start: DateTime,
+    f: &mut Figures,
+) {
+    for r in results {
         let points: Vec<(DateTime, f64)> = r
             .timestamps()
             .iter()

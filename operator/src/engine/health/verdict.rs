@@ -65,86 +65,13 @@ fn v(reason: HealthReason, message: impl Into<String>) -> Verdict {
 /// or Idle.
 pub fn verdict(f: &Figures, max_lag_seconds: i64, previous: Option<HealthReason>) -> Verdict {
     use HealthReason::*;
-    if let Some(state) = f
-        .mapping_state
-        .as_deref()
-        .filter(|s| matches!(*s, "Disabled" | "Disabling"))
+    if let Some(v) = mapping_disabled(f)
+        .or_else(|| relay_failing(f, previous))
+        .or_else(|| lagging(f, max_lag_seconds, previous))
+        .or_else(|| parked(f))
+        .or_else(|| consumer_failing(f))
     {
-        return v(
-            MappingDisabled,
-            format!("the event source mapping is {state}: nothing is read from the stream"),
-        );
-    }
-    let problem = f
-        .last_processing_result
-        .as_deref()
-        .filter(|r| r.starts_with("PROBLEM"));
-    match (f.relay_errors, problem) {
-        (Some(e), _) if e > 0.0 => {
-            return v(
-                RelayFailing,
-                format!("the relay failed {e} invocations in the last 15 minutes"),
-            );
-        }
-        // No invocation in the window: the last result still tells (a stuck batch).
-        (None, Some(p)) => {
-            return v(RelayFailing, format!("the mapping's last result: {p}"));
-        }
-        (None, None) if previous == Some(RelayFailing) => {
-            return v(
-                RelayFailing,
-                "no relay invocation in the last 15 minutes since it failed",
-            );
-        }
-        _ => {}
-    }
-    let max_ms = max_lag_seconds as f64 * 1000.0;
-    match f.iterator_age_ms {
-        Some(age) if age > max_ms => {
-            return v(
-                Lagging,
-                format!(
-                    "the relay's iterator age is {} s (over {max_lag_seconds} s): the stream is backing up",
-                    (age / 1000.0).round()
-                ),
-            );
-        }
-        None if previous == Some(Lagging) => {
-            return v(
-                Lagging,
-                "no iterator-age datapoint since the relay lagged: nothing shows it caught up",
-            );
-        }
-        _ => {}
-    }
-    if let Some(p) = f.parked.as_ref().filter(|p| p.count > 0) {
-        let newest = p
-            .newest
-            .as_deref()
-            .map(|t| format!(", newest at {t}"))
-            .unwrap_or_default();
-        return v(
-            BatchesParked,
-            format!(
-                "{} failed batches wait in the failure destination{newest}",
-                p.text()
-            ),
-        );
-    }
-    let failing: Vec<String> = f
-        .consumer_failures
-        .iter()
-        .filter(|(_, n)| **n > 0.0)
-        .map(|(c, n)| format!("{c} ({n})"))
-        .collect();
-    if !failing.is_empty() {
-        return v(
-            ConsumerFailing,
-            format!(
-                "failed deliveries in the last 15 minutes: {}",
-                failing.join(", ")
-            ),
-        );
+        return v;
     }
     if !f.unreadable.is_empty() {
         return v(Unknown, format!("cannot read: {}", f.unreadable.join("; ")));
@@ -159,4 +86,89 @@ pub fn verdict(f: &Figures, max_lag_seconds: i64, previous: Option<HealthReason>
         ),
         None => v(Idle, "no records read in the last 5 minutes"),
     }
+}
+
+fn mapping_disabled(f: &Figures) -> Option<Verdict> {
+    let state = f
+        .mapping_state
+        .as_deref()
+        .filter(|s| matches!(*s, "Disabled" | "Disabling"))?;
+    Some(v(
+        HealthReason::MappingDisabled,
+        format!("the event source mapping is {state}: nothing is read from the stream"),
+    ))
+}
+
+fn relay_failing(f: &Figures, previous: Option<HealthReason>) -> Option<Verdict> {
+    use HealthReason::RelayFailing;
+    let problem = f
+        .last_processing_result
+        .as_deref()
+        .filter(|r| r.starts_with("PROBLEM"));
+    match (f.relay_errors, problem) {
+        (Some(e), _) if e > 0.0 => Some(v(
+            RelayFailing,
+            format!("the relay failed {e} invocations in the last 15 minutes"),
+        )),
+        // No invocation in the window: the last result still tells (a stuck batch).
+        (None, Some(p)) => Some(v(RelayFailing, format!("the mapping's last result: {p}"))),
+        (None, None) if previous == Some(RelayFailing) => Some(v(
+            RelayFailing,
+            "no relay invocation in the last 15 minutes since it failed",
+        )),
+        _ => None,
+    }
+}
+
+fn lagging(f: &Figures, max_lag_seconds: i64, previous: Option<HealthReason>) -> Option<Verdict> {
+    use HealthReason::Lagging;
+    let max_ms = max_lag_seconds as f64 * 1000.0;
+    match f.iterator_age_ms {
+        Some(age) if age > max_ms => Some(v(
+            Lagging,
+            format!(
+                "the relay's iterator age is {} s (over {max_lag_seconds} s): the stream is backing up",
+                (age / 1000.0).round()
+            ),
+        )),
+        None if previous == Some(Lagging) => Some(v(
+            Lagging,
+            "no iterator-age datapoint since the relay lagged: nothing shows it caught up",
+        )),
+        _ => None,
+    }
+}
+
+fn parked(f: &Figures) -> Option<Verdict> {
+    let p = f.parked.as_ref().filter(|p| p.count > 0)?;
+    let newest = p
+        .newest
+        .as_deref()
+        .map(|t| format!(", newest at {t}"))
+        .unwrap_or_default();
+    Some(v(
+        HealthReason::BatchesParked,
+        format!(
+            "{} failed batches wait in the failure destination{newest}",
+            p.text()
+        ),
+    ))
+}
+
+fn consumer_failing(f: &Figures) -> Option<Verdict> {
+    let failing: Vec<String> = f
+        .consumer_failures
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(c, n)| format!("{c} ({n})"))
+        .collect();
+    (!failing.is_empty()).then(|| {
+        v(
+            HealthReason::ConsumerFailing,
+            format!(
+                "failed deliveries in the last 15 minutes: {}",
+                failing.join(", ")
+            ),
+        )
+    })
 }

@@ -251,32 +251,11 @@ pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
     if !m.enabled {
         return Vec::new();
     }
-    let mut actions = m.alarm_actions.clone();
-    actions.sort();
-    actions.dedup();
-    let make = |component, what: &str, about: String, metric: Metric| alarm::Alarm {
-        name: i.names.alarm(what),
-        settings: Some(alarm::Settings {
-            description: format!("outbox-operator: {about} of pipeline {}", i.pipeline),
-            namespace: metric.0.to_owned(),
-            metric: metric.1.to_owned(),
-            dimensions: metric.2,
-            statistic: metric.3.to_owned(),
-            period: metric.4,
-            evaluation_periods: metric.5,
-            datapoints_to_alarm: metric.6,
-            threshold: metric.7,
-            actions: actions.clone(),
-            comparison: alarm::COMPARISON.to_owned(),
-            treat_missing_data: alarm::NOT_BREACHING.to_owned(),
-        }),
-        tags: i.tags.clone(),
-        component,
-    };
     let relay = vec![("FunctionName".to_owned(), i.names.relay_function.clone())];
     let lag_ms = f64::from(m.max_lag_seconds) * 1000.0;
     let mut out = vec![
-        make(
+        alarm_of(
+            i,
             Component::Relay,
             "relay-iterator-age",
             format!(
@@ -294,7 +273,8 @@ pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
                 lag_ms,
             ),
         ),
-        make(
+        alarm_of(
+            i,
             Component::Relay,
             "relay-errors",
             "relay errors in the last 15 minutes".to_owned(),
@@ -308,7 +288,8 @@ pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
         .as_deref()
         .and_then(queue_name)
     {
-        out.push(make(
+        out.push(alarm_of(
+            i,
             Component::Relay,
             "relay-failed-batches",
             format!("batches parked in the failure queue {q}"),
@@ -320,7 +301,8 @@ pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
             ("EventBusName".to_owned(), i.names.bus.clone()),
             ("RuleName".to_owned(), i.names.rule(&c.name)),
         ];
-        out.push(make(
+        out.push(alarm_of(
+            i,
             Component::Consumers,
             &format!("c-{}-failed", c.name),
             format!("failed deliveries of consumer {}", c.name),
@@ -336,7 +318,8 @@ pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
             ),
         ));
         if let Some(q) = c.dead_letter_arn.as_deref().and_then(queue_name) {
-            out.push(make(
+            out.push(alarm_of(
+                i,
                 Component::Consumers,
                 &format!("c-{}-dlq", c.name),
                 format!("events in the dead-letter queue {q} of consumer {}", c.name),
@@ -345,6 +328,38 @@ pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
         }
     }
     out
+}
+
+/// One alarm of the pipeline: tagged, notifying `spec.monitoring.alarmActions`.
+fn alarm_of(
+    i: &Inputs<'_>,
+    component: Component,
+    what: &str,
+    about: String,
+    metric: Metric,
+) -> alarm::Alarm {
+    let mut actions = i.spec.monitoring.alarm_actions.clone();
+    actions.sort();
+    actions.dedup();
+    alarm::Alarm {
+        name: i.names.alarm(what),
+        settings: Some(alarm::Settings {
+            description: format!("outbox-operator: {about} of pipeline {}", i.pipeline),
+            namespace: metric.0.to_owned(),
+            metric: metric.1.to_owned(),
+            dimensions: metric.2,
+            statistic: metric.3.to_owned(),
+            period: metric.4,
+            evaluation_periods: metric.5,
+            datapoints_to_alarm: metric.6,
+            threshold: metric.7,
+            actions,
+            comparison: alarm::COMPARISON.to_owned(),
+            treat_missing_data: alarm::NOT_BREACHING.to_owned(),
+        }),
+        tags: i.tags.clone(),
+        component,
+    }
 }
 
 /// (namespace, metric, dimensions, statistic, period, evaluation periods, datapoints, threshold)
