@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{EngineArgs, LogFormat};
-use crate::crd::{ConditionType, OutboxPipeline, OutboxPipelineStatus};
+use crate::crd::{ConditionType, DataPlaneStatus, OutboxPipeline, OutboxPipelineStatus};
 use crate::engine::{AwsAction, Engine, Outcome};
 use crate::manifest::{self, Document};
 
@@ -447,7 +447,9 @@ pub fn print_status(
         "  {:<16} {:<7} {:<13} MESSAGE",
         "CONDITION", "STATUS", "REASON"
     )?;
-    let order = std::iter::once(ConditionType::Ready).chain(ConditionType::COMPONENTS);
+    let order = std::iter::once(ConditionType::Ready)
+        .chain(ConditionType::COMPONENTS)
+        .chain([ConditionType::Healthy]);
     for t in order {
         if let Some(c) = status.condition(t) {
             writeln!(
@@ -487,5 +489,82 @@ pub fn print_status(
     for action in &status.required_actions {
         writeln!(out, "  action required: {action}")?;
     }
+    if let Some(d) = &status.data_plane {
+        print_data_plane(out, d)?;
+    }
     Ok(())
+}
+
+/// The data-plane figures behind the Healthy condition (absent ones: no datapoint).
+fn print_data_plane(out: &mut dyn Write, d: &DataPlaneStatus) -> std::io::Result<()> {
+    writeln!(out, "  data plane (checked {}):", d.checked_at)?;
+    let none = || "-".to_owned();
+    let num = |v: Option<i64>| v.map_or_else(none, |v| v.to_string());
+    let mapping = match (&d.mapping_state, &d.last_processing_result) {
+        (Some(s), Some(r)) => format!("{s}, last result: {r}"),
+        (Some(s), None) => s.clone(),
+        _ => none(),
+    };
+    writeln!(out, "    mapping: {mapping}")?;
+    let lag = d
+        .iterator_age_seconds
+        .map_or_else(none, |s| format!("{s} s"));
+    writeln!(out, "    iterator age (max, 5 min): {lag}")?;
+    writeln!(
+        out,
+        "    relay errors / throttles (15 min): {} / {}",
+        num(d.relay_errors),
+        num(d.relay_throttles)
+    )?;
+    for (consumer, n) in &d.consumer_failed_invocations {
+        writeln!(out, "    failed deliveries[{consumer}] (15 min): {n}")?;
+    }
+    if let Some(p) = &d.parked_batches {
+        let newest = d
+            .newest_parked_at
+            .as_deref()
+            .map(|t| format!(", newest {t}"))
+            .unwrap_or_default();
+        writeln!(out, "    parked batches: {p}{newest}")?;
+    }
+    for u in &d.unreadable {
+        writeln!(out, "    unreadable: {u}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_the_healthy_condition_and_the_data_plane() {
+        let mut status = OutboxPipelineStatus::default();
+        status.put_condition(
+            ConditionType::Healthy,
+            "False",
+            "Lagging",
+            "the relay's iterator age is 420 s",
+            Some(1),
+            "2026-11-29T03:00:00Z",
+        );
+        status.data_plane = Some(DataPlaneStatus {
+            checked_at: "2026-11-29T03:00:00Z".into(),
+            mapping_state: Some("Enabled".into()),
+            iterator_age_seconds: Some(420),
+            relay_errors: Some(0),
+            parked_batches: Some("≥1000".into()),
+            ..DataPlaneStatus::default()
+        });
+        let mut out = Vec::new();
+        print_status(&mut out, "default/p", &status).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Healthy          False   Lagging"), "{text}");
+        assert!(text.contains("iterator age (max, 5 min): 420 s"), "{text}");
+        assert!(text.contains("parked batches: ≥1000"), "{text}");
+        assert!(
+            text.contains("relay errors / throttles (15 min): 0 / -"),
+            "{text}"
+        );
+    }
 }

@@ -29,6 +29,12 @@ struct OperationLabel {
     operation: String,
 }
 
+/// One pipeline, `namespace/name`: as many series as pipelines.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabel {
+    pipeline: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadyLabel {
     ready: &'static str,
@@ -44,6 +50,8 @@ pub struct Metrics {
     aws_calls: Family<OperationLabel, Counter>,
     pipelines: Family<ReadyLabel, Gauge>,
     leader: Gauge,
+    healthy: Family<PipelineLabel, Gauge>,
+    iterator_age: Family<PipelineLabel, Gauge>,
     /// Ready state per pipeline (`namespace/name`), from which the `outbox_pipelines` gauge is
     /// computed, so a pipeline is counted once however often it is reconciled.
     ready_by_pipeline: Mutex<HashMap<String, bool>>,
@@ -102,6 +110,18 @@ impl Metrics {
             "1 while this replica leads and may change AWS (always 1 without leader election)",
             leader.clone(),
         );
+        let healthy = Family::<PipelineLabel, Gauge>::default();
+        registry.register(
+            "outbox_pipeline_healthy",
+            "The Healthy condition per pipeline: 1 True (Flowing, Idle), 0 False, -1 Unknown",
+            healthy.clone(),
+        );
+        let iterator_age = Family::<PipelineLabel, Gauge>::default();
+        registry.register(
+            "outbox_pipeline_iterator_age_seconds",
+            "The relay's iterator age per pipeline (maximum over the last 5 minutes; 0 without records)",
+            iterator_age.clone(),
+        );
         // Both series exist from the start, so dashboards and alerts see 0 rather than nothing.
         pipelines
             .get_or_create(&ReadyLabel { ready: "true" })
@@ -117,6 +137,8 @@ impl Metrics {
             aws_calls,
             pipelines,
             leader,
+            healthy,
+            iterator_age,
             ready_by_pipeline: Mutex::new(HashMap::new()),
         }
     }
@@ -160,8 +182,30 @@ impl Metrics {
         self.update_pipeline_gauges(&map);
     }
 
+    /// Records a pipeline's Healthy condition status (`"True"`, `"False"`, `"Unknown"`) and
+    /// its relay's iterator age.
+    pub fn set_pipeline_health(&self, key: &str, healthy: &str, iterator_age_seconds: i64) {
+        let label = PipelineLabel {
+            pipeline: key.to_owned(),
+        };
+        let value = match healthy {
+            "True" => 1,
+            "False" => 0,
+            _ => -1,
+        };
+        self.healthy.get_or_create(&label).set(value);
+        self.iterator_age
+            .get_or_create(&label)
+            .set(iterator_age_seconds);
+    }
+
     /// Forgets a pipeline (deleted).
     pub fn forget_pipeline(&self, key: &str) {
+        let label = PipelineLabel {
+            pipeline: key.to_owned(),
+        };
+        self.healthy.remove(&label);
+        self.iterator_age.remove(&label);
         let mut map = self
             .ready_by_pipeline
             .lock()
@@ -286,6 +330,40 @@ mod tests {
     }
 
     #[test]
+    fn health_gauges_per_pipeline_go_with_the_pipeline() {
+        let m = Metrics::new();
+        m.set_pipeline_health("ns/a", "False", 420);
+        m.set_pipeline_health("ns/b", "True", 0);
+        m.set_pipeline_health("ns/c", "Unknown", 0);
+        let text = m.encode().unwrap_or_default();
+        assert_eq!(
+            line_value(&text, r#"outbox_pipeline_healthy{pipeline="ns/a"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"outbox_pipeline_healthy{pipeline="ns/b"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"outbox_pipeline_healthy{pipeline="ns/c"}"#),
+            Some(-1.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"outbox_pipeline_iterator_age_seconds{pipeline="ns/a"}"#
+            ),
+            Some(420.0)
+        );
+        m.forget_pipeline("ns/a");
+        let text = m.encode().unwrap_or_default();
+        assert_eq!(
+            line_value(&text, r#"outbox_pipeline_healthy{pipeline="ns/a"}"#),
+            None
+        );
+    }
+
+    #[test]
     fn errors_and_aws_calls_are_labelled() {
         let m = Metrics::new();
         m.reconcile_error("AccessDenied");
@@ -324,6 +402,7 @@ mod tests {
         // A labelled family is exposed once it has a series.
         m.reconcile_error("AwsError");
         m.aws_call("dynamodb:DescribeTable");
+        m.set_pipeline_health("ns/p", "True", 0);
         let text = m.encode().unwrap_or_default();
         let exported: Vec<String> = text
             .lines()
@@ -333,7 +412,7 @@ mod tests {
                 (name, _) => Some(name.to_owned()),
             })
             .collect();
-        assert_eq!(exported.len(), 6, "{text}");
+        assert_eq!(exported.len(), 8, "{text}");
         for name in &exported {
             assert!(
                 docs.contains(&format!("| `{name}` |")),

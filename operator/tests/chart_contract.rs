@@ -14,11 +14,21 @@ const READ_BY_THE_SDK: [&str; 3] = [
 
 #[test]
 fn every_env_var_the_chart_sets_is_a_run_flag() {
+    // The Deployment's env list is built by the "outbox-operator.env" helper.
     let path = format!(
-        "{}/../charts/outbox-operator/templates/deployment.yaml",
+        "{}/../charts/outbox-operator/templates/_helpers.tpl",
         env!("CARGO_MANIFEST_DIR")
     );
-    let template = std::fs::read_to_string(&path).expect("chart deployment template");
+    let template = std::fs::read_to_string(&path).expect("chart helpers template");
+    let deployment = std::fs::read_to_string(format!(
+        "{}/../charts/outbox-operator/templates/deployment.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("chart deployment template");
+    assert!(
+        deployment.contains(r#"include "outbox-operator.env""#),
+        "the Deployment takes its env from the helper"
+    );
     let set: Vec<&str> = template
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- name: "))

@@ -390,6 +390,96 @@ async fn a_successful_reconcile_applies_ready_status_with_arns_and_generation_th
     );
 }
 
+/// `status` with the Healthy condition set to (status, reason).
+fn with_health(
+    mut status: OutboxPipelineStatus,
+    healthy: &str,
+    reason: &str,
+) -> OutboxPipelineStatus {
+    status.put_condition(
+        ConditionType::Healthy,
+        healthy,
+        reason,
+        format!("{reason} for the test"),
+        Some(2),
+        "2026-01-01T00:00:00Z",
+    );
+    status
+}
+
+#[tokio::test]
+async fn healthy_turning_false_posts_a_warning_event_and_sets_the_health_gauges() {
+    let mut object = with_finalizer(pipeline_json());
+    object["status"] =
+        serde_json::to_value(with_health(ready_status(Some(2)), "True", "Flowing")).unwrap();
+    let engine = FakeEngine::new(
+        Box::new(|p| {
+            let mut status = with_health(ready_status(p.metadata.generation), "False", "Lagging");
+            status.data_plane = Some(outbox_operator::crd::DataPlaneStatus {
+                checked_at: "2026-01-01T00:05:00Z".into(),
+                iterator_age_seconds: Some(420),
+                ..Default::default()
+            });
+            Outcome {
+                status,
+                actions: vec![],
+                requeue_after: None,
+                error: None,
+            }
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::new(engine, object.clone());
+    h.reconcile(&object).await.expect("reconcile");
+    assert_eq!(
+        metric(
+            &h.metrics,
+            r#"outbox_pipeline_healthy{pipeline="default/users"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &h.metrics,
+            r#"outbox_pipeline_iterator_age_seconds{pipeline="default/users"}"#
+        ),
+        Some(420.0)
+    );
+    let calls = h.finish().await;
+    let events: Vec<&Call> = calls.iter().filter(|c| c.is_event()).collect();
+    assert_eq!(events.len(), 1, "{calls:#?}");
+    let event = &events[0].body;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "Lagging");
+    assert_eq!(event["action"], "Health");
+    assert!(
+        event["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("True (Flowing) -> False (Lagging)")),
+        "{event:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_healthy_condition_posts_no_event() {
+    let mut object = with_finalizer(pipeline_json());
+    object["status"] =
+        serde_json::to_value(with_health(ready_status(Some(2)), "False", "Lagging")).unwrap();
+    let engine = FakeEngine::new(
+        Box::new(|p| Outcome {
+            status: with_health(ready_status(p.metadata.generation), "False", "Lagging"),
+            actions: vec![],
+            requeue_after: None,
+            error: None,
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    let h = Harness::new(engine, object.clone());
+    h.reconcile(&object).await.expect("reconcile");
+    let calls = h.finish().await;
+    assert!(!calls.iter().any(Call::is_event), "{calls:#?}");
+}
+
 #[tokio::test]
 async fn an_unchanged_status_keeps_its_transition_times_and_is_not_written_again() {
     let mut object = with_finalizer(pipeline_json());

@@ -62,7 +62,7 @@ fn crd_has_status_subresource_printer_columns_and_short_name() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    for wanted in ["Ready", "Table", "Bus", "Age"] {
+    for wanted in ["Ready", "Healthy", "Lag", "Table", "Bus", "Age"] {
         assert!(
             columns.contains(&wanted),
             "missing column {wanted}: {columns:?}"
@@ -274,6 +274,27 @@ fn bad_table_name_is_rejected() {
     let mut v = lifecycle();
     v["spec"]["table"]["name"] = json!("bad name!");
     assert_rejected(v, "spec.table.name");
+}
+
+#[test]
+fn a_log_retention_cloudwatch_does_not_accept_is_rejected_and_defaults_apply() {
+    let mut v = lifecycle();
+    v["spec"]["monitoring"] = json!({"logRetentionDays": 8});
+    assert_rejected(v, "spec.monitoring.logRetentionDays");
+    let mut v = lifecycle();
+    v["spec"]["monitoring"] = json!({"logRetentionDays": 14, "alarmActions": ["arn:aws:sns:eu-west-1:123456789012:oncall"]});
+    assert!(errors_of(v).is_empty());
+    let p: OutboxPipeline = serde_json::from_value(lifecycle()).unwrap();
+    assert!(p.spec.monitoring.enabled);
+    assert_eq!(p.spec.monitoring.log_retention_days, 30);
+    assert_eq!(p.spec.monitoring.max_lag_seconds, 300);
+}
+
+#[test]
+fn an_alarm_action_that_is_not_an_sns_topic_is_rejected() {
+    let mut v = lifecycle();
+    v["spec"]["monitoring"] = json!({"alarmActions": ["arn:aws:sqs:eu-west-1:123456789012:q"]});
+    assert_rejected(v, "spec.monitoring.alarmActions");
 }
 
 #[test]

@@ -41,7 +41,9 @@ fn pipeline() -> OutboxPipeline {
             "relay": {
                 "events": [{"change": "INSERT", "source": "shop", "detailType": "OrderPlaced", "payload": "newImage"}],
                 "onFailureDestinationArn": DLQ
-            }
+            },
+            // Alarms are tested against moto (monitoring_moto.rs): none here.
+            "monitoring": {"enabled": false}
         }
     }))
     .expect("pipeline fixture")
@@ -205,6 +207,10 @@ struct Rules {
     iam: Vec<Rule>,
     lambda: Vec<Rule>,
     eb: Vec<Rule>,
+    /// Before the defaults (the queues exist and are empty).
+    sqs: Vec<Rule>,
+    /// Before the defaults (no alarms, no datapoints).
+    cw: Vec<Rule>,
 }
 
 impl Rules {
@@ -365,6 +371,7 @@ impl Rules {
             iam,
             lambda,
             eb,
+            ..Rules::default()
         }
     }
 
@@ -379,6 +386,8 @@ impl Rules {
             iam: cat(first.iam, self.iam),
             lambda: cat(first.lambda, self.lambda),
             eb: cat(first.eb, self.eb),
+            sqs: cat(first.sqs, self.sqs),
+            cw: cat(first.cw, self.cw),
         }
     }
 }
@@ -398,6 +407,76 @@ impl Mocked {
             .map(|c| c.operation.clone())
             .collect()
     }
+}
+
+/// The relay's log group, in sync (these tests are about other resources).
+fn log_rules(w: &World) -> Vec<Rule> {
+    use aws_sdk_cloudwatchlogs::{Client, operation, types::LogGroup};
+    let name = Names::log_group(&w.names.relay_function);
+    let arn = w.env.log_group_arn(&w.names.relay_function);
+    let tags: HashMap<String, String> = w.tags.clone().into_iter().collect();
+    vec![
+        mock!(Client::describe_log_groups).then_output(move || {
+            operation::describe_log_groups::DescribeLogGroupsOutput::builder()
+                .log_groups(
+                    LogGroup::builder()
+                        .log_group_name(&name)
+                        .log_group_arn(&arn)
+                        .retention_in_days(30)
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Client::list_tags_for_resource).then_output(move || {
+            operation::list_tags_for_resource::ListTagsForResourceOutput::builder()
+                .set_tags(Some(tags.clone()))
+                .build()
+        }),
+    ]
+}
+
+/// The queues the spec names exist (pre-flight) and are empty (health).
+fn queue_rules() -> Vec<Rule> {
+    use aws_sdk_sqs::{Client, operation, types::QueueAttributeName};
+    vec![
+        mock!(Client::get_queue_url).then_output(|| {
+            operation::get_queue_url::GetQueueUrlOutput::builder()
+                .queue_url("https://sqs.us-east-1.amazonaws.com/123456789012/q")
+                .build()
+        }),
+        mock!(Client::get_queue_attributes).then_output(|| {
+            operation::get_queue_attributes::GetQueueAttributesOutput::builder()
+                .attributes(QueueAttributeName::ApproximateNumberOfMessages, "0")
+                .build()
+        }),
+    ]
+}
+
+/// What the health check reads after a pass: an enabled mapping.
+fn health_rules() -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_lambda::Client::get_event_source_mapping).then_output(|| {
+            aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
+                .state("Enabled")
+                .last_processing_result("No records processed")
+                .build()
+        }),
+    ]
+}
+
+/// Alarms: none yet, creating one succeeds, no metric datapoints.
+fn alarm_rules() -> Vec<Rule> {
+    use aws_sdk_cloudwatch::{Client, operation};
+    vec![
+        mock!(Client::describe_alarms)
+            .then_output(|| operation::describe_alarms::DescribeAlarmsOutput::builder().build()),
+        mock!(Client::put_metric_alarm)
+            .then_output(|| operation::put_metric_alarm::PutMetricAlarmOutput::builder().build()),
+        mock!(Client::delete_alarms)
+            .then_output(|| operation::delete_alarms::DeleteAlarmsOutput::builder().build()),
+        mock!(Client::get_metric_data)
+            .then_output(|| operation::get_metric_data::GetMetricDataOutput::builder().build()),
+    ]
 }
 
 fn engine(rules: Rules) -> Mocked {
@@ -433,7 +512,7 @@ fn engine_with_artifacts(rules: Rules, artifacts_dir: PathBuf) -> Mocked {
         ),
         lambda: aws_sdk_lambda::Client::from_conf(
             aws_sdk_lambda::config::Builder::from(&sdk)
-                .interceptor(interceptor(&rules.lambda))
+                .interceptor(interceptor(&[rules.lambda, health_rules()].concat()))
                 .build(),
         ),
         eventbridge: aws_sdk_eventbridge::Client::from_conf(
@@ -449,12 +528,17 @@ fn engine_with_artifacts(rules: Rules, artifacts_dir: PathBuf) -> Mocked {
         // Pre-flight looks up the queues the spec names: they exist.
         sqs: aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&sdk)
-                .interceptor(interceptor(&[mock!(aws_sdk_sqs::Client::get_queue_url)
-                    .then_output(|| {
-                        aws_sdk_sqs::operation::get_queue_url::GetQueueUrlOutput::builder()
-                            .queue_url("https://sqs.us-east-1.amazonaws.com/123456789012/q")
-                            .build()
-                    })]))
+                .interceptor(interceptor(&[rules.sqs, queue_rules()].concat()))
+                .build(),
+        ),
+        logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+            aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
+                .interceptor(interceptor(&log_rules(&World::new())))
+                .build(),
+        ),
+        cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                .interceptor(interceptor(&[rules.cw, alarm_rules()].concat()))
                 .build(),
         ),
     };
@@ -558,7 +642,7 @@ async fn re_enabled_stream_gets_a_new_arn_and_the_mapping_is_recreated_on_it() {
         ddb: vec![disabled, update],
         iam: vec![put_policy],
         lambda: vec![delete, create],
-        eb: vec![],
+        ..Rules::default()
     });
     let m = engine(rules);
     let out = m.engine.reconcile(&pipeline()).await;
@@ -796,5 +880,116 @@ async fn a_pipeline_region_selects_clients_for_that_region() {
         region(&default)
             .iter()
             .all(|r| r.as_deref() == Some("us-east-1"))
+    );
+}
+
+fn healthy(out: &Outcome) -> (String, String, String) {
+    condition(out, ConditionType::Healthy)
+}
+
+#[tokio::test]
+async fn an_in_sync_pipeline_without_records_is_healthy_idle_and_ready() {
+    let w = World::new();
+    let m = engine(Rules::in_sync(&w, OLD_STREAM));
+    let out = m.engine.reconcile(&pipeline()).await;
+    assert!(out.status.is_ready(), "{:#?}", out.status);
+    let (status, reason, _) = healthy(&out);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Idle"));
+    let dp = out.status.data_plane.expect("dataPlane");
+    assert_eq!(dp.mapping_state.as_deref(), Some("Enabled"));
+    assert_eq!(dp.parked_batches.as_deref(), Some("0"));
+    assert!(!dp.checked_at.is_empty());
+}
+
+#[tokio::test]
+async fn parked_batches_in_an_sqs_destination_make_the_pipeline_unhealthy_not_unready() {
+    let w = World::new();
+    let parked = mock!(aws_sdk_sqs::Client::get_queue_attributes).then_output(|| {
+        aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput::builder()
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                "7",
+            )
+            .build()
+    });
+    let m = engine(Rules::in_sync(&w, OLD_STREAM).with(Rules {
+        sqs: vec![parked],
+        ..Default::default()
+    }));
+    let out = m.engine.reconcile(&pipeline()).await;
+    assert!(out.status.is_ready(), "{:#?}", out.status);
+    let (status, reason, message) = healthy(&out);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "BatchesParked")
+    );
+    assert!(message.contains('7'), "{message}");
+    assert!(m.mutating().is_empty(), "{:?}", m.mutating());
+}
+
+#[tokio::test]
+async fn relay_errors_in_the_metrics_are_relay_failing() {
+    let w = World::new();
+    let errors = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+        use aws_sdk_cloudwatch::types::MetricDataResult;
+        let now = aws_sdk_cloudwatch::primitives::DateTime::from(std::time::SystemTime::now());
+        aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput::builder()
+            .metric_data_results(
+                MetricDataResult::builder()
+                    .id("errors")
+                    .timestamps(now)
+                    .values(3.0)
+                    .build(),
+            )
+            .metric_data_results(
+                MetricDataResult::builder()
+                    .id("age")
+                    .timestamps(now)
+                    .values(1_000.0)
+                    .build(),
+            )
+            .build()
+    });
+    let m = engine(Rules::in_sync(&w, OLD_STREAM).with(Rules {
+        cw: vec![errors],
+        ..Default::default()
+    }));
+    let out = m.engine.reconcile(&pipeline()).await;
+    let (status, reason, message) = healthy(&out);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RelayFailing")
+    );
+    assert!(message.contains("3 invocations"), "{message}");
+    let dp = out.status.data_plane.expect("dataPlane");
+    assert_eq!(
+        (dp.relay_errors, dp.iterator_age_seconds),
+        (Some(3), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn metrics_access_denied_is_unknown_naming_the_permission() {
+    let w = World::new();
+    let denied = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_error(|| {
+        aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not authorized to perform cloudwatch:GetMetricData")
+                .build(),
+        )
+    });
+    let m = engine(Rules::in_sync(&w, OLD_STREAM).with(Rules {
+        cw: vec![denied],
+        ..Default::default()
+    }));
+    let out = m.engine.reconcile(&pipeline()).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert!(out.status.is_ready(), "{:#?}", out.status);
+    let (status, reason, message) = healthy(&out);
+    assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "Unknown"));
+    assert!(
+        message.contains("cloudwatch:GetMetricData is denied"),
+        "{message}"
     );
 }

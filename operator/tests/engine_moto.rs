@@ -422,8 +422,8 @@ async fn a_tag_dropped_from_the_spec_is_removed_and_a_hand_added_tag_stays() {
     let resources = tags::resources(&h, &p, &names, &out.status).await;
     assert_eq!(
         resources.len(),
-        1 + 1 + 2 + 2 * 4 + 1,
-        "table, bus, rules, 4 functions and roles, bucket"
+        1 + 1 + 2 + 3 * 4 + 1 + (2 + 2),
+        "table, bus, rules, 4 functions with their roles and log groups, bucket, 2 relay alarms and one per consumer rule"
     );
     for r in &resources {
         tags::add(&h, r, "hand-added", "kept").await;

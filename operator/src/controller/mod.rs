@@ -48,14 +48,16 @@ use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::crd::{FINALIZER, OutboxPipeline, OutboxPipelineStatus, PAUSED_ANNOTATION, Reason};
+use crate::crd::{
+    ConditionType, FINALIZER, OutboxPipeline, OutboxPipelineStatus, PAUSED_ANNOTATION, Reason,
+};
 use crate::engine::{DeleteOutcome, EngineError, Fence, Reconciler, Verb};
 use crate::manifest;
 use crate::metrics::Metrics;
 use malformed::report_malformed;
 use status::{
-    not_ready, outcome_status, patch_status, publish_action, publish_error, set_deleting,
-    verb_reason,
+    not_ready, outcome_status, patch_status, publish_action, publish_error, publish_health_change,
+    set_deleting, verb_reason,
 };
 
 /// The one field manager of every status write (and the Events' reporting controller).
@@ -350,6 +352,7 @@ async fn apply<R: Reconciler>(
     }
     let status = outcome_status(p, outcome.status, outcome.error.as_ref());
     write_status(p, api, ctx, &status).await?;
+    publish_health_change(ctx, p, &status).await;
     for action in &outcome.actions {
         publish_action(ctx, p, action_reason(action.verb, converged_before), action).await;
     }
@@ -405,11 +408,19 @@ async fn write_status<R>(
     ctx: &Context<R>,
     status: &OutboxPipelineStatus,
 ) -> Result<(), Error> {
-    if p.status.as_ref() != Some(status) {
+    if status::needs_write(p.status.as_ref(), status) {
         patch_status(api, &p.name_any(), status).await?;
     }
-    ctx.metrics
-        .set_pipeline_ready(&key_of(&p.metadata), status.is_ready());
+    let key = key_of(&p.metadata);
+    ctx.metrics.set_pipeline_ready(&key, status.is_ready());
+    if let Some(healthy) = status.condition(ConditionType::Healthy) {
+        let age = status
+            .data_plane
+            .as_ref()
+            .and_then(|d| d.iterator_age_seconds)
+            .unwrap_or(0);
+        ctx.metrics.set_pipeline_health(&key, &healthy.status, age);
+    }
     Ok(())
 }
 

@@ -150,6 +150,54 @@ pub(super) async fn publish_action<R>(
     .await;
 }
 
+/// An Event when the Healthy condition changes (its reason: Flowing → Lagging, ...): Warning when
+/// it turns False or Unknown, Normal when it is True again. The first verdict of a pipeline is
+/// published too, unless it is healthy.
+pub(super) async fn publish_health_change<R>(
+    ctx: &Context<R>,
+    p: &OutboxPipeline,
+    status: &OutboxPipelineStatus,
+) {
+    let Some(new) = status.condition(ConditionType::Healthy) else {
+        return;
+    };
+    let old = p
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(ConditionType::Healthy));
+    if let Some(change) = health_change(old, new) {
+        publish(ctx, p, change.0, &new.reason, "Health", change.1).await;
+    }
+}
+
+/// Pure: the Event type and note for a change of Healthy, None when nothing changed (or a
+/// first verdict that is healthy).
+pub(super) fn health_change(
+    old: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+) -> Option<(EventType, String)> {
+    let type_ = if new.status == "True" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    match old {
+        Some(o) if o.status == new.status && o.reason == new.reason => None,
+        None if new.status == "True" => None,
+        Some(o) => Some((
+            type_,
+            format!(
+                "Healthy {} ({}) -> {} ({}): {}",
+                o.status, o.reason, new.status, new.reason, new.message
+            ),
+        )),
+        None => Some((
+            type_,
+            format!("Healthy {} ({}): {}", new.status, new.reason, new.message),
+        )),
+    }
+}
+
 pub(super) async fn publish_error<R>(
     ctx: &Context<R>,
     p: &OutboxPipeline,
@@ -210,4 +258,109 @@ pub(super) fn truncate(mut s: String, max: usize) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// How old the stored `dataPlane.checkedAt` may get before an otherwise unchanged status is
+/// written again (so `checkedAt` says the figures are fresh without a write every pass).
+pub(super) const CHECKED_AT_REFRESH: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Whether `new` must be written over the `stored` status: anything changed but
+/// `dataPlane.checkedAt`, or the stored `checkedAt` is older than [`CHECKED_AT_REFRESH`].
+pub(super) fn needs_write(
+    stored: Option<&OutboxPipelineStatus>,
+    new: &OutboxPipelineStatus,
+) -> bool {
+    let Some(stored) = stored else {
+        return true;
+    };
+    let checked = |s: &OutboxPipelineStatus| s.data_plane.as_ref().map(|d| d.checked_at.clone());
+    let mut same_but_time = new.clone();
+    if let (Some(d), Some(at)) = (same_but_time.data_plane.as_mut(), checked(stored)) {
+        d.checked_at = at;
+    }
+    if same_but_time != *stored {
+        return true;
+    }
+    let fresh = checked(stored)
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
+        .is_some_and(|at| chrono::Utc::now().signed_duration_since(at) < CHECKED_AT_REFRESH);
+    !fresh && new.data_plane.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::crd::DataPlaneStatus;
+
+    fn with_checked_at(at: String) -> OutboxPipelineStatus {
+        OutboxPipelineStatus {
+            data_plane: Some(DataPlaneStatus {
+                checked_at: at,
+                iterator_age_seconds: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_status_that_differs_only_by_a_fresh_checked_at_is_not_written() {
+        let stored = with_checked_at(now());
+        let new = with_checked_at("2099-01-01T00:00:00Z".into());
+        assert!(!needs_write(Some(&stored), &new));
+        let mut lagging = new.clone();
+        lagging.data_plane.as_mut().unwrap().iterator_age_seconds = Some(900);
+        assert!(
+            needs_write(Some(&stored), &lagging),
+            "a changed figure is written"
+        );
+        let old = with_checked_at("2020-01-01T00:00:00Z".into());
+        assert!(
+            needs_write(Some(&old), &new),
+            "a stale checkedAt is refreshed"
+        );
+        assert!(needs_write(None, &new));
+    }
+
+    use super::*;
+    use crate::crd::Condition;
+
+    fn healthy(status: &str, reason: &str) -> Condition {
+        let mut s = OutboxPipelineStatus::default();
+        s.put_condition(
+            ConditionType::Healthy,
+            status,
+            reason,
+            "why",
+            Some(1),
+            "2026-11-29T03:00:00Z",
+        );
+        s.conditions.remove(0)
+    }
+
+    #[test]
+    fn a_change_of_healthy_is_an_event_warning_when_it_turns_false() {
+        let flowing = healthy("True", "Flowing");
+        let lagging = healthy("False", "Lagging");
+        let (t, note) = health_change(Some(&flowing), &lagging).unwrap();
+        assert!(matches!(t, EventType::Warning));
+        assert!(note.contains("True (Flowing) -> False (Lagging)"), "{note}");
+        let (t, _) = health_change(Some(&lagging), &flowing).unwrap();
+        assert!(matches!(t, EventType::Normal));
+        // Another False reason is a change too.
+        let failing = healthy("False", "RelayFailing");
+        assert!(health_change(Some(&lagging), &failing).is_some());
+        // Unknown warns.
+        let unknown = healthy("Unknown", "Unknown");
+        let (t, _) = health_change(Some(&flowing), &unknown).unwrap();
+        assert!(matches!(t, EventType::Warning));
+    }
+
+    #[test]
+    fn an_unchanged_or_first_healthy_verdict_is_no_event() {
+        let flowing = healthy("True", "Flowing");
+        assert!(health_change(Some(&flowing), &flowing).is_none());
+        assert!(health_change(None, &flowing).is_none());
+        let lagging = healthy("False", "Lagging");
+        assert!(health_change(None, &lagging).is_some());
+    }
 }

@@ -15,7 +15,7 @@ pub struct OutboxPipelineStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, TableReady, RelayReady, BusReady and ConsumersReady.
+    /// Ready, TableReady, RelayReady, BusReady, ConsumersReady and Healthy.
     #[serde(default)]
     #[schemars(
         with = "Vec<ConditionSchema>",
@@ -58,6 +58,10 @@ pub struct OutboxPipelineStatus {
     /// What the user must do outside the operator's reach (e.g. an SQS queue policy to allow).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_actions: Vec<String>,
+    /// Whether events flow: the mapping's state, the relay's and rules' recent metrics and the
+    /// parked batches, read at `checkedAt` (the Healthy condition is the verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<super::DataPlaneStatus>,
 }
 
 // The schema of one condition in `status.conditions`: the shape of k8s-openapi's `Condition`
@@ -68,12 +72,12 @@ pub struct OutboxPipelineStatus {
 #[derive(JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct ConditionSchema {
-    /// Ready, TableReady, RelayReady, BusReady or ConsumersReady.
+    /// Ready, TableReady, RelayReady, BusReady, ConsumersReady or Healthy.
     #[serde(rename = "type")]
     type_: String,
     /// "True", "False" or "Unknown".
     status: String,
-    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, InternalError (a defect in the operator, not in the spec), Deleting, Paused.
+    /// One of Reconciled, Progressing, InvalidSpec, Conflict, AccessDenied, AwsError, InternalError (a defect in the operator, not in the spec), Deleting, Paused; for Healthy one of Flowing, Idle, Lagging, RelayFailing, BatchesParked, ConsumerFailing, MappingDisabled, Unknown.
     reason: String,
     /// Human-readable detail.
     #[serde(default)]
@@ -107,6 +111,8 @@ pub enum ConditionType {
     RelayReady,
     BusReady,
     ConsumersReady,
+    /// Whether events flow (data plane), apart from Ready (provisioned and in sync).
+    Healthy,
 }
 
 impl ConditionType {
@@ -124,6 +130,7 @@ impl ConditionType {
             ConditionType::RelayReady => "RelayReady",
             ConditionType::BusReady => "BusReady",
             ConditionType::ConsumersReady => "ConsumersReady",
+            ConditionType::Healthy => "Healthy",
         }
     }
 }
@@ -178,6 +185,72 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// The reasons of the Healthy condition: the verdict on whether events flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum HealthReason {
+    /// Records were read recently, nothing fails.
+    Flowing,
+    /// No records read recently, nothing fails.
+    Idle,
+    /// The relay's iterator age is above `spec.monitoring.maxLagSeconds`.
+    Lagging,
+    /// The relay failed invocations, or the mapping reports a problem.
+    RelayFailing,
+    /// Batches the relay could not publish wait in the failure destination.
+    BatchesParked,
+    /// A consumer rule failed to deliver events.
+    ConsumerFailing,
+    /// The event source mapping is disabled (or missing): nothing is read from the stream.
+    MappingDisabled,
+    /// The figures could not be read (e.g. a permission is missing).
+    Unknown,
+}
+
+impl HealthReason {
+    pub const ALL: [HealthReason; 8] = [
+        HealthReason::Flowing,
+        HealthReason::Idle,
+        HealthReason::Lagging,
+        HealthReason::RelayFailing,
+        HealthReason::BatchesParked,
+        HealthReason::ConsumerFailing,
+        HealthReason::MappingDisabled,
+        HealthReason::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthReason::Flowing => "Flowing",
+            HealthReason::Idle => "Idle",
+            HealthReason::Lagging => "Lagging",
+            HealthReason::RelayFailing => "RelayFailing",
+            HealthReason::BatchesParked => "BatchesParked",
+            HealthReason::ConsumerFailing => "ConsumerFailing",
+            HealthReason::MappingDisabled => "MappingDisabled",
+            HealthReason::Unknown => "Unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HealthReason> {
+        HealthReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The condition status: "True" (Flowing, Idle), "Unknown", or "False".
+    pub fn status(self) -> &'static str {
+        match self {
+            HealthReason::Flowing | HealthReason::Idle => "True",
+            HealthReason::Unknown => "Unknown",
+            _ => "False",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl OutboxPipelineStatus {
     /// The condition of the given type, if set.
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
@@ -202,6 +275,20 @@ impl OutboxPipelineStatus {
         now: &str,
     ) {
         let status = if ok { "True" } else { "False" };
+        self.put_condition(type_, status, reason.as_str(), message, generation, now);
+    }
+
+    /// Sets a condition with any status ("True", "False", "Unknown") and reason text, keeping
+    /// lastTransitionTime when the status did not change.
+    pub fn put_condition(
+        &mut self,
+        type_: ConditionType,
+        status: &str,
+        reason: &str,
+        message: impl Into<String>,
+        generation: Option<i64>,
+        now: &str,
+    ) {
         let message = message.into();
         match self
             .conditions
@@ -213,14 +300,14 @@ impl OutboxPipelineStatus {
                     c.last_transition_time = parse_time(now);
                 }
                 c.status = status.to_owned();
-                c.reason = reason.as_str().to_owned();
+                c.reason = reason.to_owned();
                 c.message = message;
                 c.observed_generation = generation;
             }
             None => self.conditions.push(Condition {
                 type_: type_.as_str().to_owned(),
                 status: status.to_owned(),
-                reason: reason.as_str().to_owned(),
+                reason: reason.to_owned(),
                 message,
                 last_transition_time: parse_time(now),
                 observed_generation: generation,

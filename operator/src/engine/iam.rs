@@ -73,7 +73,7 @@ pub fn inline_policy(env: &AwsEnv, function: &str, grants: &Grants) -> Value {
     let mut statements = vec![json!({
         "Sid": "OwnLogs",
         "Effect": "Allow",
-        "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
         "Resource": [log_group.clone(), format!("{log_group}:*")]
     })];
     match grants {

@@ -19,6 +19,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus};
 
+pub mod alarm;
 pub mod artifacts;
 pub mod bucket;
 pub mod bus;
@@ -27,7 +28,10 @@ pub mod driver;
 pub mod errors;
 mod fence;
 pub mod function;
+pub mod health;
+
 pub mod iam;
+pub mod loggroup;
 pub mod mapping;
 pub mod names;
 pub mod pattern;
@@ -70,8 +74,13 @@ pub struct AwsClients {
     pub lambda: aws_sdk_lambda::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub s3: aws_sdk_s3::Client,
-    /// Read-only use: pre-flight checks that the queues a spec names exist.
+    /// Read-only use: pre-flight checks that the queues a spec names exist, and the depth of an
+    /// SQS failure destination (data-plane health).
     pub sqs: aws_sdk_sqs::Client,
+    /// The functions' log groups.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// The pipeline's alarms, and the metrics the health check reads.
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl AwsClients {
@@ -110,6 +119,8 @@ impl AwsClients {
                 }
             }),
             sqs: client!(aws_sdk_sqs, |b| b),
+            logs: client!(aws_sdk_cloudwatchlogs, |b| b),
+            cloudwatch: client!(aws_sdk_cloudwatch, |b| b),
         }
     }
 
@@ -128,6 +139,8 @@ impl AwsClients {
             eventbridge: rebuild!(aws_sdk_eventbridge, self.eventbridge),
             s3: rebuild!(aws_sdk_s3, self.s3),
             sqs: rebuild!(aws_sdk_sqs, self.sqs),
+            logs: rebuild!(aws_sdk_cloudwatchlogs, self.logs),
+            cloudwatch: rebuild!(aws_sdk_cloudwatch, self.cloudwatch),
         }
     }
 }
@@ -367,11 +380,21 @@ impl Engine {
         }
     }
 
-    /// One reconcile pass: observe, diff, apply what differs, report status. Never sleeps: a step
-    /// that must wait reports Progressing and sets `requeue_after`.
+    /// One reconcile pass: observe, diff, apply what differs, report status, then read the data
+    /// plane's health (read calls only; `status.dataPlane` and the Healthy condition). Never
+    /// sleeps: a step that must wait reports Progressing and sets `requeue_after`.
     pub async fn reconcile(&self, pipeline: &OutboxPipeline) -> Outcome {
         let clients = self.clients_of(pipeline);
-        pipeline::run(&clients, &self.config, &self.artifacts, pipeline, true).await
+        let mut outcome =
+            pipeline::run(&clients, &self.config, &self.artifacts, pipeline, true).await;
+        health::check(
+            &clients,
+            &self.config.cluster_id,
+            pipeline,
+            &mut outcome.status,
+        )
+        .await;
+        outcome
     }
 
     /// One delete pass in reverse creation order, honouring deletion policies.
@@ -380,18 +403,19 @@ impl Engine {
         pipeline::delete(&clients, &self.config, &self.artifacts, pipeline).await
     }
 
-    /// The pipeline's status as AWS has it now (observe only). Components with pending changes
-    /// are False/Progressing; an error while observing is reported in the conditions.
+    /// The pipeline's status as AWS has it now (observe only), with the data plane's health.
+    /// Components with pending changes are False/Progressing; an error while observing is
+    /// reported in the conditions.
     pub async fn status(
         &self,
         pipeline: &OutboxPipeline,
     ) -> Result<OutboxPipelineStatus, EngineError> {
         let clients = self.read_only_clients_of(pipeline);
-        Ok(
-            pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false)
-                .await
-                .status,
-        )
+        let mut status = pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false)
+            .await
+            .status;
+        health::check(&clients, &self.config.cluster_id, pipeline, &mut status).await;
+        Ok(status)
     }
 }
 

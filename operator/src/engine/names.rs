@@ -16,6 +16,7 @@ pub const FUNCTION_MAX: usize = 64;
 pub const ROLE_MAX: usize = 64;
 pub const RULE_MAX: usize = 64;
 pub const BUCKET_MAX: usize = 63;
+pub const ALARM_MAX: usize = 255;
 /// Inline policy name on every execution role.
 pub const POLICY_NAME: &str = "outbox";
 /// IAM path of every execution role (one iam:PassRole statement covers them).
@@ -166,6 +167,16 @@ impl Names {
             12,
         );
         compose(&hash, &self.base, "failures", BUCKET_MAX)
+    }
+
+    /// A CloudWatch alarm of the pipeline, e.g. `relay-errors`.
+    pub fn alarm(&self, what: &str) -> String {
+        compose(&self.hash, &self.base, what, ALARM_MAX)
+    }
+
+    /// Every alarm of this pipeline starts with this (the hash is the pipeline's).
+    pub fn alarm_prefix(&self) -> String {
+        format!("outbox-{}-", self.hash)
     }
 
     /// The CloudWatch Logs group Lambda writes a function's logs to.

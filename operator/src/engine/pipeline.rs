@@ -2,8 +2,10 @@
 //! through the driver ([`step`]), and the status built from how each component ended
 //! ([`status`]). The delete pass is in [`teardown`].
 //!
-//! Creation order: table → failure bucket → roles → functions → mapping → bus → rules →
-//! targets → permissions, then the clean-up of consumers that left the spec.
+//! Creation order: table → failure bucket → roles → (log group → function) each → mapping →
+//! bus → rules → targets → permissions, then the clean-up of consumers that left the spec, then
+//! the alarms (and the removal of those no longer desired). The data-plane health is read after
+//! the pass (`engine::health`).
 
 use std::sync::Arc;
 
@@ -22,7 +24,9 @@ use status::States;
 use super::artifacts::Artifacts;
 use super::context::{AwsEnv, Ctx, Progress};
 use super::driver::{remove, step};
-use super::{AwsClients, Component, EngineConfig, EngineError, Outcome, function, rule};
+use super::{
+    AwsClients, Component, EngineConfig, EngineError, Outcome, alarm, function, loggroup, rule,
+};
 
 /// A step's failure, with the component it belongs to.
 type StepResult<T = ()> = Result<T, (Component, EngineError)>;
@@ -98,6 +102,7 @@ async fn steps(
     states.finish(Component::Bus);
     consumer_steps(ctx, status, &known).await?;
     removed_consumers(ctx, status).await?;
+    alarm_steps(ctx).await?;
     states.progress(Component::Consumers, Progress::Ready);
     states.finish(Component::Consumers);
     Ok(())
@@ -187,6 +192,7 @@ async fn function_steps(
         .map(|c| (ctx.names.consumer_function(&c.name), c.name.clone()))
         .collect();
     for (component, d) in desired::functions(&Inputs::of(ctx), known) {
+        log_group_step(ctx, status, component, &d.name).await?;
         let description = format!("outbox-operator {} of {}", d.artifact, ctx.owner.pipeline);
         let dir = &ctx.config.artifacts_dir;
         let f = function::Function::with_code(d, component, description, dir, ctx.artifacts)
@@ -218,6 +224,22 @@ async fn function_steps(
     Ok(relay_ready)
 }
 
+/// A function's log group, before the function; one that is not ours is named in the status.
+async fn log_group_step(
+    ctx: &mut Ctx<'_>,
+    status: &mut OutboxPipelineStatus,
+    component: Component,
+    function: &str,
+) -> StepResult {
+    let group = desired::log_group(&Inputs::of(ctx), component, function);
+    let out = step(ctx, &group).await.map_err(at(component))?;
+    if let Some(note) = loggroup::not_ours(&group.name, out.state.as_ref(), &ctx.owner) {
+        tracing::warn!(log_group = %group.name, "{note}");
+        status.required_actions.push(note);
+    }
+    Ok(())
+}
+
 /// Rules, targets and invoke permissions of the spec's consumers.
 async fn consumer_steps(
     ctx: &mut Ctx<'_>,
@@ -242,6 +264,26 @@ async fn consumer_steps(
                 .await
                 .map_err(at(Component::Consumers))?;
         }
+    }
+    Ok(())
+}
+
+/// The pipeline's alarms, then the removal of those that left the desired set (monitoring
+/// switched off, a consumer or a dead-letter queue removed).
+async fn alarm_steps(ctx: &mut Ctx<'_>) -> StepResult {
+    let alarms = desired::alarms(&Inputs::of(ctx));
+    for a in &alarms {
+        step(ctx, a).await.map_err(at(a.component))?;
+    }
+    let at = at(Component::Consumers);
+    let prefix = ctx.names.alarm_prefix();
+    let mut gone = alarm::list(ctx, &prefix).await.map_err(at)?;
+    gone.retain(|name| !alarms.iter().any(|a| &a.name == name));
+    for name in gone {
+        let a = alarm::Alarm::named(name, Component::Consumers);
+        remove(ctx, &a)
+            .await
+            .map_err(|e| (Component::Consumers, e))?;
     }
     Ok(())
 }
@@ -277,7 +319,7 @@ async fn remove_consumer(ctx: &mut Ctx<'_>, consumer: &str) -> Result<(), Engine
     Ok(())
 }
 
-/// Removes a function that left the spec, then its role.
+/// Removes a function that left the spec, then its log group and its role.
 async fn remove_function(
     ctx: &mut Ctx<'_>,
     component: Component,
@@ -285,6 +327,11 @@ async fn remove_function(
 ) -> Result<(), EngineError> {
     let why = "no longer in the spec";
     remove(ctx, &function::Function::named(name, component, why)).await?;
+    remove(
+        ctx,
+        &loggroup::LogGroup::of_function(&ctx.env, name, component),
+    )
+    .await?;
     let role = super::iam::Role::named(ctx.names.role(name), component, why);
     remove(ctx, &role).await?;
     Ok(())

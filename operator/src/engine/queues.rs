@@ -34,7 +34,7 @@ fn queue_arns<'s>(ctx: &Ctx<'s>) -> Vec<(String, &'s str, Component)> {
 }
 
 /// `(account, queue name)` of `arn:<partition>:sqs:<region>:<account>:<name>`.
-fn account_and_name(arn: &str) -> Option<(&str, &str)> {
+pub fn account_and_name(arn: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     match parts.as_slice() {
         [_, _, _, _, account, name] if !account.is_empty() && !name.is_empty() => {

@@ -67,6 +67,7 @@ impl Harness {
         for call in self.all_calls.lock().unwrap().iter() {
             let prefix = match call.service.to_ascii_lowercase().as_str() {
                 "eventbridge" => "events".to_owned(),
+                "cloudwatch logs" => "logs".to_owned(),
                 other => other.to_owned(),
             };
             let op = match call.operation.as_str() {
@@ -185,6 +186,16 @@ pub fn call_resources(service: &str, op: &str) -> Vec<String> {
         )],
         // Pre-flight looks up the queues a spec names (targets, dead-letter queues).
         ("sqs", "GetQueueUrl") => vec![format!("arn:aws:sqs:{region}:{acct}:users-queue")],
+        // Health reads the depth of an SQS failure destination.
+        ("sqs", "GetQueueAttributes") => vec![format!("arn:aws:sqs:{region}:{acct}:users-queue")],
+        ("logs", _) => vec![format!(
+            "arn:aws:logs:{region}:{acct}:log-group:/aws/lambda/outbox-0123abcd-relay"
+        )],
+        // Neither takes a resource ARN (IAM: "*").
+        ("cloudwatch", "DescribeAlarms" | "GetMetricData") => vec!["*".to_owned()],
+        ("cloudwatch", _) => vec![format!(
+            "arn:aws:cloudwatch:{region}:{acct}:alarm:outbox-0123abcd-default-p-relay-errors"
+        )],
         ("s3", _) => vec!["arn:aws:s3:::outbox-0123abcd4567-failures".to_owned()],
         ("lambda", "ListEventSourceMappings") => vec!["*".to_owned()],
         ("lambda", op) if op.ends_with("EventSourceMapping") => vec![format!(

@@ -17,6 +17,8 @@ pub enum Resource {
     Function(String),
     Role(String),
     Bucket(String),
+    LogGroup(String),
+    Alarm(String),
 }
 
 impl Resource {
@@ -27,11 +29,13 @@ impl Resource {
             Resource::Function(n) => format!("function {n}"),
             Resource::Role(n) => format!("role {n}"),
             Resource::Bucket(n) => format!("bucket {n}"),
+            Resource::LogGroup(a) => format!("log group {a}"),
+            Resource::Alarm(a) => format!("alarm {a}"),
         }
     }
 }
 
-/// The table, bus, rules, functions, roles and failure bucket of `p`.
+/// The table, bus, rules, functions, roles, failure bucket, log groups and alarms of `p`.
 pub async fn resources(
     h: &Harness,
     p: &OutboxPipeline,
@@ -63,12 +67,29 @@ pub async fn resources(
     }
     for f in functions {
         out.push(Resource::Role(names.role(&f)));
+        out.push(Resource::LogGroup(format!(
+            "arn:aws:logs:us-east-1:123456789012:log-group:{}",
+            Names::log_group(&f)
+        )));
         out.push(Resource::Function(f));
     }
     let dest = st.failure_destination_arn.clone().expect("failure bucket");
     out.push(Resource::Bucket(
         dest.trim_start_matches("arn:aws:s3:::").to_owned(),
     ));
+    let alarms = h
+        .clients
+        .cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix(names.alarm_prefix())
+        .send()
+        .await
+        .expect("DescribeAlarms");
+    for a in alarms.metric_alarms() {
+        out.push(Resource::Alarm(
+            a.alarm_arn().expect("alarm arn").to_owned(),
+        ));
+    }
     out
 }
 
@@ -109,6 +130,29 @@ pub async fn read(h: &Harness, r: &Resource) -> Tags {
             .tags()
             .iter()
             .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect(),
+        Resource::LogGroup(a) => c
+            .logs
+            .list_tags_for_resource()
+            .resource_arn(a)
+            .send()
+            .await
+            .expect("ListTagsForResource")
+            .tags()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        Resource::Alarm(a) => c
+            .cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(a)
+            .send()
+            .await
+            .expect("ListTagsForResource")
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
             .collect(),
         Resource::Bucket(n) => {
             c.s3.get_bucket_tagging()
@@ -200,6 +244,28 @@ pub async fn add(h: &Harness, r: &Resource, key: &str, value: &str) {
                 .send()
                 .await
                 .expect("TagRole");
+        }
+        Resource::LogGroup(a) => {
+            c.logs
+                .tag_resource()
+                .resource_arn(a)
+                .tags(key, value)
+                .send()
+                .await
+                .expect("TagResource");
+        }
+        Resource::Alarm(a) => {
+            let tag = aws_sdk_cloudwatch::types::Tag::builder()
+                .key(key)
+                .value(value)
+                .build();
+            c.cloudwatch
+                .tag_resource()
+                .resource_arn(a)
+                .tags(tag)
+                .send()
+                .await
+                .expect("TagResource");
         }
         Resource::Bucket(n) => {
             let mut all = read(h, r).await;

@@ -80,6 +80,27 @@ fn writer_may_only_put_items_and_consumer_only_log() {
 }
 
 #[test]
+fn no_role_creates_its_own_log_group() {
+    // The engine creates /aws/lambda/<function> (with retention) before the function.
+    let roles = [
+        inline_policy(&env(), "fn-relay", &relay()),
+        inline_policy(
+            &env(),
+            "fn-writer",
+            &Grants::Writer {
+                table_arn: "arn:t".into(),
+            },
+        ),
+        inline_policy(&env(), "fn-c", &Grants::Consumer),
+    ];
+    for p in &roles {
+        let g = actions_and_resources(p);
+        assert!(g.iter().all(|(a, _)| a != "logs:CreateLogGroup"), "{p}");
+        assert!(g.iter().any(|(a, _)| a == "logs:PutLogEvents"), "{p}");
+    }
+}
+
+#[test]
 fn url_encoded_policy_compares_equal() {
     let p = inline_policy(&env(), "fn-relay", &relay());
     let raw = serde_json::to_string(&p).unwrap();

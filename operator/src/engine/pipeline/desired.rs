@@ -11,7 +11,8 @@ use crate::crd::{ConsumerSpec, OutboxPipelineSpec};
 use crate::engine::context::{AwsEnv, Ctx};
 use crate::engine::names::Names;
 use crate::engine::{
-    Component, EngineConfig, bucket, bus, function, iam, mapping, permission, rule, table, target,
+    Component, EngineConfig, alarm, bucket, bus, function, iam, loggroup, mapping, permission,
+    rule, table, target,
 };
 
 /// What the desired state is built from.
@@ -229,6 +230,176 @@ pub fn functions(i: &Inputs<'_>, known: &Known) -> Vec<(Component, function::Des
             (component, desired)
         })
         .collect()
+}
+
+/// The log group of a function, created before it.
+pub fn log_group(i: &Inputs<'_>, component: Component, function: &str) -> loggroup::LogGroup {
+    loggroup::LogGroup {
+        name: Names::log_group(function),
+        arn: i.env.log_group_arn(function),
+        retention_days: i.spec.monitoring.log_retention_days,
+        tags: i.tags.clone(),
+        component,
+    }
+}
+
+/// The pipeline's alarms (none when `spec.monitoring.enabled` is false): relay iterator age
+/// and errors, failed deliveries per consumer rule, visible messages in SQS dead-letter queues
+/// and an SQS failure destination.
+pub fn alarms(i: &Inputs<'_>) -> Vec<alarm::Alarm> {
+    let m = &i.spec.monitoring;
+    if !m.enabled {
+        return Vec::new();
+    }
+    let relay = vec![("FunctionName".to_owned(), i.names.relay_function.clone())];
+    let lag_ms = f64::from(m.max_lag_seconds) * 1000.0;
+    let mut out = vec![
+        alarm_of(
+            i,
+            Component::Relay,
+            "relay-iterator-age",
+            format!(
+                "relay iterator age above {} s for 3 of 5 minutes",
+                m.max_lag_seconds
+            ),
+            (
+                "AWS/Lambda",
+                "IteratorAge",
+                relay.clone(),
+                "Maximum",
+                60,
+                5,
+                3,
+                lag_ms,
+            ),
+        ),
+        alarm_of(
+            i,
+            Component::Relay,
+            "relay-errors",
+            "relay errors in the last 15 minutes".to_owned(),
+            ("AWS/Lambda", "Errors", relay, "Sum", 900, 1, 1, 0.0),
+        ),
+    ];
+    if let Some(q) = i
+        .spec
+        .relay
+        .on_failure_destination_arn
+        .as_deref()
+        .and_then(queue_name)
+    {
+        out.push(alarm_of(
+            i,
+            Component::Relay,
+            "relay-failed-batches",
+            format!("batches parked in the failure queue {q}"),
+            queue_metric(q),
+        ));
+    }
+    for c in &i.spec.consumers {
+        out.extend(consumer_alarms(i, c));
+    }
+    out
+}
+
+/// A consumer's alarms: its rule's failed deliveries, and its SQS dead-letter queue's depth.
+fn consumer_alarms(i: &Inputs<'_>, c: &ConsumerSpec) -> Vec<alarm::Alarm> {
+    let mut out = Vec::new();
+    let rule = vec![
+        ("EventBusName".to_owned(), i.names.bus.clone()),
+        ("RuleName".to_owned(), i.names.rule(&c.name)),
+    ];
+    out.push(alarm_of(
+        i,
+        Component::Consumers,
+        &format!("c-{}-failed", c.name),
+        format!("failed deliveries of consumer {}", c.name),
+        (
+            "AWS/Events",
+            "FailedInvocations",
+            rule,
+            "Sum",
+            300,
+            1,
+            1,
+            0.0,
+        ),
+    ));
+    if let Some(q) = c.dead_letter_arn.as_deref().and_then(queue_name) {
+        out.push(alarm_of(
+            i,
+            Component::Consumers,
+            &format!("c-{}-dlq", c.name),
+            format!("events in the dead-letter queue {q} of consumer {}", c.name),
+            queue_metric(q),
+        ));
+    }
+    out
+}
+
+/// One alarm of the pipeline: tagged, notifying `spec.monitoring.alarmActions`.
+fn alarm_of(
+    i: &Inputs<'_>,
+    component: Component,
+    what: &str,
+    about: String,
+    metric: Metric,
+) -> alarm::Alarm {
+    let mut actions = i.spec.monitoring.alarm_actions.clone();
+    actions.sort();
+    actions.dedup();
+    alarm::Alarm {
+        name: i.names.alarm(what),
+        settings: Some(alarm::Settings {
+            description: format!("outbox-operator: {about} of pipeline {}", i.pipeline),
+            namespace: metric.0.to_owned(),
+            metric: metric.1.to_owned(),
+            dimensions: metric.2,
+            statistic: metric.3.to_owned(),
+            period: metric.4,
+            evaluation_periods: metric.5,
+            datapoints_to_alarm: metric.6,
+            threshold: metric.7,
+            actions,
+            comparison: alarm::COMPARISON.to_owned(),
+            treat_missing_data: alarm::NOT_BREACHING.to_owned(),
+        }),
+        tags: i.tags.clone(),
+        component,
+    }
+}
+
+/// (namespace, metric, dimensions, statistic, period, evaluation periods, datapoints, threshold)
+type Metric = (
+    &'static str,
+    &'static str,
+    Vec<(String, String)>,
+    &'static str,
+    i32,
+    i32,
+    i32,
+    f64,
+);
+
+/// An SQS ARN's queue name (None for other services).
+fn queue_name(arn: &str) -> Option<&str> {
+    arn.contains(":sqs:")
+        .then(|| arn.rsplit(':').next())
+        .flatten()
+}
+
+fn queue_metric(queue: &str) -> Metric {
+    let dims = vec![("QueueName".to_owned(), queue.to_owned())];
+    (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        dims,
+        "Maximum",
+        300,
+        1,
+        1,
+        0.0,
+    )
 }
 
 /// The stream → relay mapping.

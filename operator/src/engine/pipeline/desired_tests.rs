@@ -218,3 +218,72 @@ fn a_spec_destination_replaces_the_failure_bucket() {
         "arn:aws:sqs:eu-west-1:123456789012:f"
     );
 }
+
+#[test]
+fn monitoring_wants_relay_and_consumer_alarms_with_the_spec_settings() {
+    let mut p = example("user-lifecycle.yaml");
+    p.spec.monitoring.max_lag_seconds = 120;
+    p.spec.monitoring.alarm_actions = vec![
+        "arn:aws:sns:eu-west-1:123456789012:b".into(),
+        "arn:aws:sns:eu-west-1:123456789012:a".into(),
+    ];
+    p.spec.consumers[0].dead_letter_arn = Some("arn:aws:sqs:eu-west-1:123456789012:dlq".into());
+    let f = Fixture::new(p);
+    let alarms = alarms(&f.inputs());
+    let consumers = &f.p.spec.consumers;
+    assert_eq!(alarms.len(), 2 + consumers.len() + 1, "{alarms:#?}");
+    let lag = alarms
+        .iter()
+        .find(|a| a.name == f.names.alarm("relay-iterator-age"))
+        .and_then(|a| a.settings.clone())
+        .expect("lag alarm");
+    assert_eq!(lag.threshold, 120_000.0);
+    assert_eq!(
+        (lag.period, lag.evaluation_periods, lag.datapoints_to_alarm),
+        (60, 5, 3)
+    );
+    assert_eq!(
+        lag.actions,
+        vec![
+            "arn:aws:sns:eu-west-1:123456789012:a".to_owned(),
+            "arn:aws:sns:eu-west-1:123456789012:b".to_owned()
+        ]
+    );
+    let dlq = alarms
+        .iter()
+        .find(|a| a.name.ends_with(&format!("c-{}-dlq", consumers[0].name)))
+        .and_then(|a| a.settings.clone())
+        .expect("dead-letter alarm");
+    assert_eq!(
+        dlq.dimensions,
+        vec![("QueueName".to_owned(), "dlq".to_owned())]
+    );
+    assert!(
+        alarms
+            .iter()
+            .all(|a| a.name.starts_with(&f.names.alarm_prefix()))
+    );
+    assert!(alarms.iter().all(|a| a.tags == f.tags));
+}
+
+#[test]
+fn monitoring_off_wants_no_alarm_but_log_groups_keep_their_retention() {
+    let mut p = example("user-created.yaml");
+    p.spec.monitoring.enabled = false;
+    p.spec.monitoring.log_retention_days = 7;
+    let f = Fixture::new(p);
+    assert!(alarms(&f.inputs()).is_empty());
+    let group = log_group(&f.inputs(), Component::Relay, &f.names.relay_function);
+    assert_eq!(
+        group.name,
+        format!("/aws/lambda/{}", f.names.relay_function)
+    );
+    assert_eq!(group.retention_days, 7);
+    assert_eq!(
+        group.arn,
+        format!(
+            "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{}",
+            f.names.relay_function
+        )
+    );
+}

@@ -15,8 +15,8 @@ use crate::engine::artifacts::Artifacts;
 use crate::engine::context::{AwsEnv, Ctx, Progress};
 use crate::engine::driver::remove;
 use crate::engine::{
-    AwsClients, Component, DeleteOutcome, EngineConfig, EngineError, bus, function, iam,
-    permission, rule, table, target,
+    AwsClients, Component, DeleteOutcome, EngineConfig, EngineError, alarm, bus, function, iam,
+    loggroup, permission, rule, table, target,
 };
 
 /// Removes our invoke permission from every user's Lambda function the consumer's rule targets
@@ -87,7 +87,7 @@ async fn remove_consumers(
     Ok(())
 }
 
-/// Functions first, then their roles.
+/// Functions first, then their log groups (Lambda cannot re-create one any more) and roles.
 async fn remove_functions(ctx: &mut Ctx<'_>, consumers: &[String]) -> Result<(), EngineError> {
     let mut functions = vec![
         (Component::Relay, ctx.names.relay_function.clone()),
@@ -98,6 +98,10 @@ async fn remove_functions(ctx: &mut Ctx<'_>, consumers: &[String]) -> Result<(),
     }
     for (component, f) in &functions {
         remove(ctx, &function::Function::named(f, *component, "")).await?;
+    }
+    for (component, f) in &functions {
+        let group = loggroup::LogGroup::of_function(&ctx.env, f, *component);
+        remove(ctx, &group).await?;
     }
     for (component, f) in &functions {
         remove(ctx, &iam::Role::named(ctx.names.role(f), *component, "")).await?;
@@ -126,6 +130,11 @@ pub async fn delete(
             .and_then(|t| AwsEnv::from_arn(&t.arn))
         {
             ctx.env = env;
+        }
+        // Alarms first: they watch what the rest of the pass deletes.
+        let prefix = ctx.names.alarm_prefix();
+        for name in alarm::list(&ctx, &prefix).await? {
+            remove(&mut ctx, &alarm::Alarm::named(name, Component::Consumers)).await?;
         }
         let bus_exists = bus::observe(&ctx, &ctx.names.bus.clone()).await?.is_some();
         let consumers = consumers(&ctx, bus_exists).await?;
