@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic, Tag};
 
 use super::context::Ctx;
-use super::driver::{Applied, Diff, Resource, Writer};
+use super::driver::{Applied, Diff, Resource, Writer, delete_if_ours};
 use super::errors::AwsResultExt;
 use super::tags::{self, Owner};
 use super::{Component, EngineError, Verb};
@@ -350,12 +350,8 @@ impl Resource for Alarm {
         ctx: &Ctx<'_>,
         o: &Option<Observed>,
     ) -> Result<Diff<Change>, EngineError> {
-        if o.as_ref()
-            .is_none_or(|o| ctx.owner.leaves_alone(&o.tags, &self.resource()))
-        {
-            return Ok(Diff::none());
-        }
-        Ok(Diff::changes(vec![Change::Delete]))
+        let tags = o.as_ref().map(|o| &o.tags);
+        Ok(delete_if_ours(ctx, tags, &self.resource(), Change::Delete))
     }
 }
 

@@ -123,6 +123,20 @@ pub trait Resource: Sync {
     ) -> impl Future<Output = Result<Diff<Self::Change>, EngineError>> + Send;
 }
 
+/// The removal of a resource that is simply deleted when it exists and is ours (its `tags` say
+/// so); nothing otherwise (a resource that is not ours is left alone, and logged).
+pub fn delete_if_ours<C>(
+    ctx: &Ctx<'_>,
+    tags: Option<&std::collections::BTreeMap<String, String>>,
+    resource: &str,
+    delete: C,
+) -> Diff<C> {
+    match tags {
+        Some(t) if !ctx.owner.leaves_alone(t, resource) => Diff::changes(vec![delete]),
+        _ => Diff::none(),
+    }
+}
+
 /// What a step knows afterwards: the resource's state and whether it is settled.
 #[derive(Debug)]
 pub struct Stepped<O> {

@@ -20,7 +20,7 @@ use crate::crd::Architecture;
 
 use super::artifacts::Artifacts;
 use super::context::Ctx;
-use super::driver::{Applied, Diff, Resource, Writer};
+use super::driver::{Applied, Diff, Resource, Writer, delete_if_ours};
 use super::errors::{AwsResultExt, FoundExt, is_role_not_ready};
 use super::tags;
 use super::{Component, EngineError, Verb};
@@ -462,12 +462,8 @@ impl Resource for Function {
         ctx: &Ctx<'_>,
         o: &Option<Observed>,
     ) -> Result<Diff<Change>, EngineError> {
-        Ok(match o {
-            Some(o) if !ctx.owner.leaves_alone(&o.tags, &self.resource()) => {
-                Diff::changes(vec![Change::Delete])
-            }
-            _ => Diff::none(),
-        })
+        let tags = o.as_ref().map(|o| &o.tags);
+        Ok(delete_if_ours(ctx, tags, &self.resource(), Change::Delete))
     }
 }
 

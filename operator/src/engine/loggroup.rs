@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::context::{AwsEnv, Ctx};
-use super::driver::{Applied, Diff, Resource, Writer};
+use super::driver::{Applied, Diff, Resource, Writer, delete_if_ours};
 use super::errors::{AwsResultExt, FoundExt};
 use super::names::Names;
 use super::tags::{self, Owner, Ownership};
@@ -254,12 +254,8 @@ impl Resource for LogGroup {
         ctx: &Ctx<'_>,
         o: &Option<Observed>,
     ) -> Result<Diff<Change>, EngineError> {
-        if o.as_ref()
-            .is_none_or(|o| ctx.owner.leaves_alone(&o.tags, &self.resource()))
-        {
-            return Ok(Diff::none());
-        }
-        Ok(Diff::changes(vec![Change::Delete]))
+        let tags = o.as_ref().map(|o| &o.tags);
+        Ok(delete_if_ours(ctx, tags, &self.resource(), Change::Delete))
     }
 }
 
