@@ -452,18 +452,6 @@ fn queue_rules() -> Vec<Rule> {
     ]
 }
 
-/// What the health check reads after a pass: an enabled mapping.
-fn health_rules() -> Vec<Rule> {
-    vec![
-        mock!(aws_sdk_lambda::Client::get_event_source_mapping).then_output(|| {
-            aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
-                .state("Enabled")
-                .last_processing_result("No records processed")
-                .build()
-        }),
-    ]
-}
-
 /// Alarms: none yet, creating one succeeds, no metric datapoints.
 fn alarm_rules() -> Vec<Rule> {
     use aws_sdk_cloudwatch::{Client, operation};
@@ -512,7 +500,7 @@ fn engine_with_artifacts(rules: Rules, artifacts_dir: PathBuf) -> Mocked {
         ),
         lambda: aws_sdk_lambda::Client::from_conf(
             aws_sdk_lambda::config::Builder::from(&sdk)
-                .interceptor(interceptor(&[rules.lambda, health_rules()].concat()))
+                .interceptor(interceptor(&rules.lambda))
                 .build(),
         ),
         eventbridge: aws_sdk_eventbridge::Client::from_conf(

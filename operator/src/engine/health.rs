@@ -1,5 +1,5 @@
 //! Data-plane health: whether events flow, read every reconcile and `status` with read calls only
-//! (a handful per pipeline): the event source mapping (GetEventSourceMapping), one GetMetricData
+//! (a handful per pipeline): the event source mapping (as the pass's mapping step read it), one GetMetricData
 //! for the relay's IteratorAge, Errors and Throttles and each consumer rule's
 //! FailedInvocations, and the batches parked in the failure destination (ListObjectsV2 on the
 //! owned bucket, capped; or GetQueueUrl + GetQueueAttributes for an SQS destination). The
@@ -55,12 +55,17 @@ pub async fn check(
     pipeline: &OutboxPipeline,
     status: &mut OutboxPipelineStatus,
 ) {
-    let Some(uuid) = status.event_source_mapping_uuid.clone() else {
+    if status.event_source_mapping_uuid.is_none() {
         return;
-    };
+    }
     let names = Names::new(cluster_id, pipeline);
-    let mut f = Figures::default();
-    read_mapping(clients, &uuid, &mut f).await;
+    // The mapping's State and LastProcessingResult come from the pass's own mapping step.
+    let mapping = status.data_plane.take().unwrap_or_default();
+    let mut f = Figures {
+        mapping_state: mapping.mapping_state,
+        last_processing_result: mapping.last_processing_result,
+        ..Figures::default()
+    };
     read_metrics(clients, &names, pipeline, &mut f).await;
     read_parked(
         clients,
@@ -105,26 +110,6 @@ fn data_plane(f: &Figures, checked_at: String) -> DataPlaneStatus {
         parked_batches: f.parked.as_ref().map(Parked::text),
         newest_parked_at: f.parked.as_ref().and_then(|p| p.newest.clone()),
         unreadable: f.unreadable.clone(),
-    }
-}
-
-async fn read_mapping(clients: &AwsClients, uuid: &str, f: &mut Figures) {
-    match clients
-        .lambda
-        .get_event_source_mapping()
-        .uuid(uuid)
-        .send()
-        .await
-    {
-        Ok(m) => {
-            f.mapping_state = m.state().map(str::to_owned);
-            f.last_processing_result = m.last_processing_result().map(str::to_owned);
-        }
-        Err(e) => f.unreadable.push(unreadable(
-            &e,
-            "lambda:GetEventSourceMapping",
-            &format!("event source mapping {uuid}"),
-        )),
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Observed {
     pub uuid: String,
     pub stream_arn: String,
     pub state: String,
+    /// e.g. "OK", "PROBLEM: Function call failed" (the data-plane health reads it from here).
+    pub last_processing_result: Option<String>,
     pub settings: Settings,
 }
 
@@ -212,6 +214,7 @@ fn parse(m: &EventSourceMappingConfiguration) -> Observed {
         uuid: m.uuid().unwrap_or_default().to_owned(),
         stream_arn: m.event_source_arn().unwrap_or_default().to_owned(),
         state: m.state().unwrap_or_default().to_owned(),
+        last_processing_result: m.last_processing_result().map(str::to_owned),
         settings: Settings {
             batch_size: m.batch_size().unwrap_or(100),
             batching_window: m.maximum_batching_window_in_seconds().unwrap_or(0),
@@ -260,14 +263,11 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The UUID of the mapping that reads the desired stream, when there is one.
-    pub fn uuid(&self, state: &[Observed]) -> Option<String> {
-        state
-            .iter()
-            .find(|m| {
-                Some(&m.stream_arn) == self.desired.stream_arn.as_ref() && m.state != "Deleting"
-            })
-            .map(|m| m.uuid.clone())
+    /// The mapping that reads the desired stream, when there is one.
+    pub fn current<'o>(&self, state: &'o [Observed]) -> Option<&'o Observed> {
+        state.iter().find(|m| {
+            Some(&m.stream_arn) == self.desired.stream_arn.as_ref() && m.state != "Deleting"
+        })
     }
 
     fn filter(&self) -> FilterCriteria {
@@ -320,6 +320,7 @@ impl Mapping {
             uuid: out.uuid().unwrap_or_default().to_owned(),
             stream_arn: stream,
             state: now.clone(),
+            last_processing_result: out.last_processing_result().map(str::to_owned),
             settings: s.clone(),
         });
         Ok(settled(&resource, &now))
@@ -469,6 +470,7 @@ mod tests {
             uuid: uuid.into(),
             stream_arn: stream.into(),
             state: state.into(),
+            last_processing_result: None,
             settings: d.settings.clone(),
         }
     }

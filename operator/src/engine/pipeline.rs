@@ -169,7 +169,15 @@ async fn relay_steps(
     if relay_ready || !ctx.applies() {
         let mapping = desired::mapping(&Inputs::of(ctx), known);
         let out = step(ctx, &mapping).await.map_err(at(Relay))?;
-        status.event_source_mapping_uuid = mapping.uuid(&out.state);
+        if let Some(m) = mapping.current(&out.state) {
+            status.event_source_mapping_uuid = Some(m.uuid.clone());
+            // What the data-plane health reports of the mapping, as this step read it.
+            status.data_plane = Some(crate::crd::DataPlaneStatus {
+                mapping_state: Some(m.state.clone()),
+                last_processing_result: m.last_processing_result.clone(),
+                ..Default::default()
+            });
+        }
         states.progress(Relay, out.progress);
     }
     states.finish(Relay);
