@@ -48,3 +48,19 @@ step "outbox-operator plan -f $manifest (a second look: nothing left to do)"
 
 step "create a user through the writer, follow its event to the consumer"
 "$trigger" demo --status "$status_json"
+
+step "outbox-operator status -f $manifest (after the event: is the pipeline Healthy?)"
+"$operator" status -f "$manifest"
+"$operator" status -f "$manifest" -o json >"$status_json"
+healthy="$(python3 - "$status_json" <<'PY'
+import json, sys
+for status in json.load(open(sys.argv[1])).values():
+    for c in status.get("conditions", []):
+        if c["type"] == "Healthy":
+            print(c["status"], c["reason"])
+PY
+)"
+if [ "$healthy" != "True Flowing" ]; then
+  echo "expected Healthy=True (Flowing) once the event went through, got: ${healthy:-no Healthy condition}" >&2
+  exit 1
+fi

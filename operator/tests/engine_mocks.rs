@@ -145,6 +145,7 @@ fn function_config(w: &World, state: &str) -> aws_sdk_lambda::types::FunctionCon
             payload: outbox_contract::Payload::NewImage,
         }],
         request_size_limit_bytes: 262_144,
+        pipeline: None,
     }
     .to_env();
     FunctionConfiguration::builder()

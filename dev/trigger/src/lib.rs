@@ -3,6 +3,8 @@
 //! (bus → consumer, through an SQS "tap" queue on the same bus). Used by `make demo` and the
 //! wire-level tests. Never part of the engine or the operator image.
 
+pub mod metrics;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

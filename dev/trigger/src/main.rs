@@ -161,11 +161,9 @@ async fn run(
 
     // 3. The relay, configured from its deployed environment.
     let env = trigger::function_env(lambda, relay_fn).await?;
-    let relay = Relay::new(
-        RelayConfig::from_lookup(|k| env.get(k).cloned()).context("relay environment")?,
-        events.clone(),
-        RetryPolicy::default(),
-    );
+    let config = RelayConfig::from_lookup(|k| env.get(k).cloned()).context("relay environment")?;
+    let pipeline = config.pipeline.clone();
+    let relay = Relay::new(config, events.clone(), RetryPolicy::default());
     let invocation = Invocation {
         deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         trace_header: None,
@@ -180,6 +178,10 @@ async fn run(
         report.published,
         report.calls,
         report.response.batch_item_failures.len()
+    );
+    let put = trigger::metrics::put_as_lambda_would(relay_fn, pipeline.as_deref(), &report).await?;
+    println!(
+        "metrics: {put} datapoint(s) put into CloudWatch, as Lambda and the relay's EMF line would"
     );
     if !report.response.batch_item_failures.is_empty() {
         bail!("the relay reported unpublished records");

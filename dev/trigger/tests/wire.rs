@@ -207,6 +207,7 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
             mapping(ChangeType::Remove, "UserDeleted", Payload::Keys),
         ],
         request_size_limit_bytes: outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES,
+        pipeline: None,
     };
     config.validate().expect("valid relay config");
     let relay = Relay::new(config, events.clone(), RetryPolicy::default());

@@ -29,6 +29,9 @@ pub mod env {
     pub const TABLE_NAME: &str = "OUTBOX_TABLE_NAME";
     /// Name of the table's partition key attribute (the writer's id attribute).
     pub const PARTITION_KEY: &str = "OUTBOX_PARTITION_KEY";
+    /// The pipeline the relay serves, `<namespace>/<name>`: the `pipeline` dimension of the
+    /// relay's own metrics (optional; without it the relay publishes no metrics).
+    pub const PIPELINE: &str = "OUTBOX_PIPELINE";
 }
 
 /// Version of the [`EventDetail`] envelope. Consumers should check it.
@@ -120,6 +123,8 @@ pub struct RelayConfig {
     pub bus_name: String,
     pub events: Vec<EventMapping>,
     pub request_size_limit_bytes: usize,
+    /// `<namespace>/<name>` of the pipeline, the dimension of the relay's EMF metrics.
+    pub pipeline: Option<String>,
 }
 
 /// Why a Lambda's configuration (the relay's or the writer's) was rejected. Each message names
@@ -148,14 +153,18 @@ impl RelayConfig {
     /// The environment the operator sets on the relay function.
     pub fn to_env(&self) -> BTreeMap<String, String> {
         let events = serde_json::to_string(&self.events).unwrap_or_else(|_| "[]".to_owned());
-        BTreeMap::from([
+        let mut env = BTreeMap::from([
             (env::BUS_NAME.to_owned(), self.bus_name.clone()),
             (env::EVENTS.to_owned(), events),
             (
                 env::REQUEST_SIZE_LIMIT_BYTES.to_owned(),
                 self.request_size_limit_bytes.to_string(),
             ),
-        ])
+        ]);
+        if let Some(pipeline) = &self.pipeline {
+            env.insert(env::PIPELINE.to_owned(), pipeline.clone());
+        }
+        env
     }
 
     /// Reads the configuration from the process environment.
@@ -183,6 +192,7 @@ impl RelayConfig {
             bus_name,
             events,
             request_size_limit_bytes,
+            pipeline: lookup(env::PIPELINE).filter(|p| !p.trim().is_empty()),
         };
         config.validate()?;
         Ok(config)
@@ -320,6 +330,7 @@ mod tests {
                 },
             ],
             request_size_limit_bytes: 262_144,
+            pipeline: Some("default/users".to_owned()),
         }
     }
 

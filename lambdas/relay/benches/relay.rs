@@ -62,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect(),
         request_size_limit_bytes: DEFAULT_REQUEST_SIZE_LIMIT_BYTES,
+        pipeline: None,
     };
     let records: Vec<serde_json::Value> = (0..RECORDS).map(record).collect();
     let event: Event = serde_json::from_value(serde_json::json!({ "Records": records }))?;

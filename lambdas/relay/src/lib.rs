@@ -8,6 +8,7 @@
 //! source mapping redelivers from it; no record after it is reported as done.
 
 pub mod batch;
+pub mod emf;
 pub mod event;
 pub mod json;
 pub mod publish;
@@ -54,6 +55,8 @@ pub struct Report {
     pub skipped: usize,
     pub calls: usize,
     pub retried: usize,
+    /// The earliest `ApproximateCreationDateTime` in the batch (none when no record has one).
+    pub oldest_record: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Per-invocation inputs that do not come from the event.
@@ -103,9 +106,8 @@ impl Relay {
     /// The Lambda handler.
     pub async fn handle(&self, event: LambdaEvent<Event>) -> Result<BatchResponse, RelayError> {
         let invocation = Invocation::from_context(&event.context);
-        self.process(&event.payload, &invocation)
-            .await
-            .map(|r| r.response)
+        let report = self.process(&event.payload, &invocation).await?;
+        Ok(self.publish_metrics(report))
     }
 
     /// The Lambda handler over the payload as JSON text: what the binary runs. Parsing it here
@@ -119,9 +121,17 @@ impl Relay {
         let payload: Event = serde_json::from_str(event.payload.get())
             .map_err(|e| RelayError::MalformedEvent(e.into()))?;
         let invocation = Invocation::from_context(&event.context);
-        self.process(&payload, &invocation)
-            .await
-            .map(|r| r.response)
+        let report = self.process(&payload, &invocation).await?;
+        Ok(self.publish_metrics(report))
+    }
+
+    /// Writes the invocation's EMF line ([`emf`]) when the pipeline is known; returns the
+    /// response.
+    fn publish_metrics(&self, report: Report) -> BatchResponse {
+        if let Some(pipeline) = &self.config.pipeline {
+            emf::emit(&report, pipeline);
+        }
+        report.response
     }
 
     /// Publishes a stream batch; returns what happened, with the partial batch response.
@@ -132,6 +142,7 @@ impl Relay {
     ) -> Result<Report, RelayError> {
         let mut report = Report {
             records: event.records.len(),
+            oldest_record: oldest_record(event),
             ..Report::default()
         };
         let batch = self.prepare_batch(event, invocation, &mut report);
@@ -221,6 +232,16 @@ impl PreparedBatch {
             None => self.unpreparable.clone(),
         }
     }
+}
+
+/// The earliest creation time in the batch; a record without one deserializes as the epoch.
+fn oldest_record(event: &Event) -> Option<chrono::DateTime<chrono::Utc>> {
+    event
+        .records
+        .iter()
+        .map(|r| r.change.approximate_creation_date_time)
+        .filter(|t| t.timestamp() > 0)
+        .min()
 }
 
 /// The sequence number that names record `index` in the partial batch response; without one

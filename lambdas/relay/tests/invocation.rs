@@ -56,3 +56,26 @@ async fn a_payload_that_is_not_a_stream_batch_fails_without_quoting_it() {
     );
     assert!(bus.log.lock().unwrap().calls.is_empty());
 }
+
+#[tokio::test]
+async fn the_report_carries_the_oldest_records_creation_time_for_the_age_metric() {
+    let bus = always_ok();
+    let relay = Relay::new(users(), bus.client.clone(), RetryPolicy::default());
+    // Stream order is not creation order across items: the oldest may come last.
+    let mut late = record(0, "u0", 5);
+    late["dynamodb"]["ApproximateCreationDateTime"] = serde_json::json!(1_767_225_900);
+    let event = batch(vec![late, record(1, "u1", 5)]);
+    let invocation = outbox_relay::Invocation {
+        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        trace_header: None,
+    };
+    let report = relay.process(&event, &invocation).await.unwrap();
+    assert_eq!(
+        report.oldest_record.map(|t| t.timestamp()),
+        Some(1_767_225_601)
+    );
+    let doc = outbox_relay::emf::document(&report, "default/users", chrono::Utc::now());
+    assert_eq!(doc["Published"], 2);
+    assert_eq!(doc["Failed"], 0);
+    assert!(doc["OldestRecordAge"].as_i64().unwrap() > 0);
+}

@@ -117,6 +117,11 @@ impl Names {
         }
     }
 
+    /// `<namespace>/<name>`: the `pipeline` dimension of the relay's own metrics.
+    pub fn pipeline(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
     /// The bundled consumer function of a consumer.
     pub fn consumer_function(&self, consumer: &str) -> String {
         compose(

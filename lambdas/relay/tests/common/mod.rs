@@ -46,6 +46,7 @@ pub fn config(events: &[(ChangeType, &str, Payload)], limit: usize) -> RelayConf
             })
             .collect(),
         request_size_limit_bytes: limit,
+        pipeline: None,
     };
     config.validate().expect("test config is valid");
     config

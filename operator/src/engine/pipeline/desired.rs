@@ -174,6 +174,7 @@ fn relay_env(i: &Inputs<'_>) -> BTreeMap<String, String> {
             .collect(),
         request_size_limit_bytes: usize::try_from(relay.request_size_limit_bytes)
             .unwrap_or(outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES),
+        pipeline: Some(i.names.pipeline()),
     }
     .to_env()
 }

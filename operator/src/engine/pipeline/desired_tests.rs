@@ -92,6 +92,13 @@ fn user_created_example_wants_table_bucket_relay_writer_bus_and_no_consumers() {
     assert_eq!(names[0], f.names.relay_function);
     let relay = &functions[0].1;
     assert_eq!(relay.env[outbox_contract::env::BUS_NAME], f.names.bus);
+    // The relay's metrics are by `<namespace>/<name>` of the pipeline.
+    let expected = format!(
+        "{}/{}",
+        f.p.metadata.namespace.as_deref().unwrap_or("default"),
+        f.p.metadata.name.as_deref().unwrap_or_default()
+    );
+    assert_eq!(relay.env[outbox_contract::env::PIPELINE], expected);
     assert!(
         relay.role_arn.contains("after apply"),
         "role unknown yet: {}",
