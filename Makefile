@@ -66,7 +66,8 @@ bench-scale: venv lambdas ## scale benchmark: the real operator (release) agains
 	trap 'MOTO_PORT=$(MOTO_PORT) scripts/moto.sh stop' EXIT; \
 	  $(TEST_ENV) $(CARGO_TARGET_DIR)/release/bench-scale --endpoint http://127.0.0.1:$(MOTO_PORT) \
 	    --pipelines $(PIPELINES) --concurrency $(CONCURRENCY) \
-	    --operator $(CARGO_TARGET_DIR)/release/outbox-operator --artifacts-dir $(ARTIFACTS)
+	    --operator $(CARGO_TARGET_DIR)/release/outbox-operator --artifacts-dir $(ARTIFACTS) \
+	    --emulator-pid "$$(cat .moto.pid)"
 
 .PHONY: moto-start moto-stop
 moto-start: venv ## start the local AWS emulator on 127.0.0.1:$(MOTO_PORT)

@@ -23,12 +23,14 @@ struct Args {
     operator: PathBuf,
     artifacts: PathBuf,
     timeout: u64,
+    /// The emulator's process, whose CPU time is reported beside the operator's.
+    emulator_pid: Option<u32>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench-scale --endpoint URL [--pipelines N] [--concurrency C] [--resync-seconds S] \
-         [--operator PATH] [--artifacts-dir DIR] [--timeout-seconds T]"
+         [--operator PATH] [--artifacts-dir DIR] [--timeout-seconds T] [--emulator-pid PID]"
     );
     std::process::exit(2)
 }
@@ -42,6 +44,7 @@ fn parse_args() -> Args {
         operator: PathBuf::from("target/release/outbox-operator"),
         artifacts: PathBuf::from("target/artifacts"),
         timeout: 600,
+        emulator_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +58,7 @@ fn parse_args() -> Args {
             "--endpoint" => a.endpoint = value,
             "--operator" => a.operator = PathBuf::from(value),
             "--artifacts-dir" => a.artifacts = PathBuf::from(value),
+            "--emulator-pid" => a.emulator_pid = Some(number() as u32),
             _ => usage(),
         }
     }
@@ -90,22 +94,81 @@ fn is_ready(p: &Value) -> bool {
 
 /// (VmRSS, VmHWM) of a process in KiB.
 fn memory(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((status_kib(pid, "VmRSS:")?, status_kib(pid, "VmHWM:")?))
 }
 
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU seconds (user + system) the process used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3; utime and stime
+    // are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// Lambda's control-plane quota: every API but invocations, GetFunction and GetPolicy shares
+/// 15 requests per second per account and Region, and it cannot be raised.
+const LAMBDA_CONTROL_PLANE_RPS: f64 = 15.0;
+
 /// What the operator counted so far, from its metrics endpoint.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Counted {
-    aws_calls: u64,
-    mutating: u64,
+    /// Calls by operation (`service:Operation`).
+    calls: std::collections::BTreeMap<String, u64>,
     passes: u64,
+}
+
+impl Counted {
+    fn since(&self, before: &Counted) -> Counted {
+        let calls = self
+            .calls
+            .iter()
+            .map(|(op, n)| (op.clone(), n - before.calls.get(op).copied().unwrap_or(0)))
+            .collect();
+        Counted {
+            calls,
+            passes: self.passes - before.passes,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+
+    fn mutating(&self) -> u64 {
+        let reads = ["Describe", "Get", "List", "Head"];
+        self.calls
+            .iter()
+            .filter(|(op, _)| {
+                let name = op.split(':').nth(1).unwrap_or("");
+                !reads.iter().any(|p| name.starts_with(p))
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Calls that count against Lambda's shared 15 requests per second.
+    fn lambda_control_plane(&self) -> u64 {
+        self.calls
+            .iter()
+            .filter(|(op, _)| {
+                op.strip_prefix("lambda:")
+                    .is_some_and(|name| !["GetFunction", "GetPolicy", "Invoke"].contains(&name))
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 fn scrape(metrics_port: u16) -> Counted {
@@ -124,14 +187,11 @@ fn scrape(metrics_port: u16) -> Counted {
     let mut c = Counted::default();
     for line in text.lines() {
         if line.starts_with("outbox_aws_calls_total{") {
-            let op = line.split(':').nth(1).unwrap_or("");
-            c.aws_calls += value(line);
-            if !["Describe", "Get", "List", "Head"]
-                .iter()
-                .any(|p| op.starts_with(p))
-            {
-                c.mutating += value(line);
-            }
+            let op = line
+                .split_once("operation=\"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map_or("", |(op, _)| op);
+            *c.calls.entry(op.to_owned()).or_default() += value(line);
         } else if line.starts_with("outbox_reconciles_total") {
             c.passes += value(line);
         }
@@ -177,6 +237,45 @@ fn start_operator(a: &Args, dir: &std::path::Path, api_port: u16, metrics_port: 
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", a.operator.display()))
 }
 
+/// Waits until every pipeline is Ready (or the timeout), printing progress every 15 s.
+async fn wait_until_ready(
+    a: &Args,
+    api: &FakeApi,
+    child: &mut Child,
+    dir: &std::path::Path,
+    started: Instant,
+) -> Option<Duration> {
+    let mut next_report = Duration::from_secs(15);
+    while started.elapsed() < Duration::from_secs(a.timeout) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "the operator exited ({status}); see {}",
+                dir.join("operator.log").display()
+            );
+            std::process::exit(1);
+        }
+        let ready = api.pipelines().iter().filter(|p| is_ready(p)).count();
+        if ready == a.pipelines {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() >= next_report {
+            let emulator = a
+                .emulator_pid
+                .and_then(cpu_seconds)
+                .map_or(String::new(), |c| format!(", emulator CPU {c:.0} s"));
+            eprintln!(
+                "{:>4} s: {ready}/{} Ready, operator CPU {:.0} s{emulator}",
+                next_report.as_secs(),
+                a.pipelines,
+                cpu_seconds(child.id()).unwrap_or(0.0)
+            );
+            next_report += Duration::from_secs(15);
+        }
+    }
+    None
+}
+
 #[tokio::main]
 async fn main() {
     let a = parse_args();
@@ -196,22 +295,9 @@ async fn main() {
     let started = Instant::now();
     let mut child = start_operator(&a, &dir, api_port, metrics_port);
     let pid = child.id();
-    let mut converged = None;
-    while started.elapsed() < Duration::from_secs(a.timeout) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(Some(status)) = child.try_wait() {
-            eprintln!(
-                "the operator exited ({status}); see {}",
-                dir.join("operator.log").display()
-            );
-            std::process::exit(1);
-        }
-        let ready = api.pipelines().iter().filter(|p| is_ready(p)).count();
-        if ready == a.pipelines {
-            converged = Some(started.elapsed());
-            break;
-        }
-    }
+    let cpu = |pid: Option<u32>| pid.and_then(cpu_seconds).unwrap_or(0.0);
+    let emulator_cpu_at_start = cpu(a.emulator_pid);
+    let converged = wait_until_ready(&a, &api, &mut child, &dir, started).await;
     let Some(converged) = converged else {
         let ready = api.pipelines().iter().filter(|p| is_ready(p)).count();
         eprintln!("only {ready}/{} Ready after {}s", a.pipelines, a.timeout);
@@ -219,13 +305,18 @@ async fn main() {
         std::process::exit(1);
     };
     let (_, peak_converging) = memory(pid).unwrap_or_default();
+    let operator_cpu = cpu(Some(pid));
+    let emulator_cpu = cpu(a.emulator_pid) - emulator_cpu_at_start;
+    let converging = scrape(metrics_port);
     // One full resync over the converged pipelines (plus a margin for the passes to finish).
-    let before = scrape(metrics_port);
     let writes_before = api.writes.snapshot();
     tokio::time::sleep(Duration::from_secs(a.resync + a.resync / 2 + 2)).await;
-    let after = scrape(metrics_port);
+    let steady_calls = scrape(metrics_port).since(&converging);
     let writes_after = api.writes.snapshot();
     let (steady, peak) = memory(pid).unwrap_or_default();
+    // Heap and stacks (anonymous) apart from the binary's own pages (file-backed).
+    let anon = status_kib(pid, "RssAnon:").unwrap_or_default();
+    let file = status_kib(pid, "RssFile:").unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     println!("pipelines                      {}", a.pipelines);
@@ -233,6 +324,21 @@ async fn main() {
     println!(
         "all Ready after                {:.1} s",
         converged.as_secs_f64()
+    );
+    println!(
+        "CPU while converging           operator {operator_cpu:.1} s, emulator {}",
+        a.emulator_pid
+            .map_or("not measured".to_owned(), |_| format!(
+                "{emulator_cpu:.1} s"
+            ))
+    );
+    let lambda = converging.lambda_control_plane();
+    println!(
+        "AWS calls while converging     {} ({} mutating); Lambda control plane {lambda}: \
+         at least {:.0} s at its fixed {LAMBDA_CONTROL_PLANE_RPS} requests/s",
+        converging.total(),
+        converging.mutating(),
+        lambda as f64 / LAMBDA_CONTROL_PLANE_RPS
     );
     println!(
         "peak RSS while converging      {:.1} MiB",
@@ -243,20 +349,32 @@ async fn main() {
         peak as f64 / 1024.0
     );
     println!(
-        "steady RSS                     {:.1} MiB",
-        steady as f64 / 1024.0
+        "steady RSS                     {:.1} MiB ({:.1} anonymous, {:.1} file-backed)",
+        steady as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
-    let passes = after.passes - before.passes;
+    let passes = steady_calls.passes;
     println!(
         "steady passes observed         {passes} over {} s (resync every {} s)",
         a.resync + a.resync / 2 + 2,
         a.resync
     );
     println!(
-        "AWS calls per pass             {:.1} ({} mutating in all)",
-        (after.aws_calls - before.aws_calls) as f64 / passes.max(1) as f64,
-        after.mutating - before.mutating
+        "AWS calls per pass             {:.1} ({} mutating in all; Lambda control plane {:.1})",
+        steady_calls.total() as f64 / passes.max(1) as f64,
+        steady_calls.mutating(),
+        steady_calls.lambda_control_plane() as f64 / passes.max(1) as f64,
     );
+    let mut by_op: Vec<(&String, &u64)> =
+        steady_calls.calls.iter().filter(|(_, n)| **n > 0).collect();
+    by_op.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let per_pass = |n: u64| n as f64 / passes.max(1) as f64;
+    let ops: Vec<String> = by_op
+        .iter()
+        .map(|(op, n)| format!("{op} {:.1}", per_pass(**n)))
+        .collect();
+    println!("  by operation                 {}", ops.join(", "));
     println!(
         "Kubernetes writes in steady    status {} patches {} events {}",
         writes_after.0 - writes_before.0,
