@@ -39,6 +39,7 @@ pub mod permission;
 mod pipeline;
 pub mod preflight;
 pub mod queues;
+pub mod replay;
 pub mod rule;
 pub mod table;
 pub mod tags;
