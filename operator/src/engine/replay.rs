@@ -86,6 +86,8 @@ pub enum ReplayError {
     MetadataOnly(String),
     #[error("the relay's configuration built from spec.relay is invalid: {0}")]
     RelayConfig(#[source] ConfigError),
+    #[error("this reconciler cannot replay parked batches")]
+    Unavailable,
 }
 
 /// How one batch ended.
