@@ -21,7 +21,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use common::{emulator_sdk, endpoint, unique};
+use common::{emulator_sdk, endpoint, record_calls, unique};
 use harness::*;
 use outbox_contract::RelayConfig;
 use outbox_local_trigger as trigger;
@@ -274,7 +274,9 @@ async fn setup(ep: &str, test: &str) -> Setup {
     let proxy = Proxy::start(aws_sdk_eventbridge::Client::new(&sdk)).await;
     let mut clients = AwsClients::from_conf(&sdk);
     clients.eventbridge = proxy.client(&sdk);
-    let engine = Engine::from_clients(clients, h.engine.config().clone());
+    // Its calls are recorded with the harness's (dry-run check, operator policy check).
+    let engine = Engine::from_clients(clients, h.engine.config().clone())
+        .with_call_observer(record_calls(vec![h.calls.clone(), h.all_calls.clone()]));
     let bus = s.bus_name.clone().unwrap();
     let tap = trigger::Tap::create(
         &h.clients.eventbridge,
@@ -346,6 +348,23 @@ impl Setup {
         report
     }
 
+    /// `outbox-operator replay` as the CLI runs it: its exit code and output.
+    async fn cli(&self, dry_run: bool) -> (i32, String) {
+        let docs = [outbox_operator::manifest::Document {
+            origin: "test".to_owned(),
+            pipeline: self.p.clone(),
+        }];
+        let opts = Options {
+            dry_run,
+            ..Options::default()
+        };
+        let mut out = Vec::new();
+        let code = outbox_operator::cli::replay::replay_all(&self.engine, &docs, &opts, &mut out)
+            .await
+            .expect("replay runs");
+        (code, String::from_utf8(out).expect("UTF-8 output"))
+    }
+
     async fn keys(&self) -> Vec<String> {
         let out = self
             .h
@@ -407,6 +426,15 @@ async fn parked_batches_replay_as_the_relay_publishes_them_and_only_once() {
     // Dry run: counts, changes nothing.
     s.h.take_calls();
     let calls_before = s.proxy.calls();
+    let (code, text) = s.cli(true).await;
+    assert_eq!(code, 2, "a dry run with batches parked exits 2:\n{text}");
+    assert!(text.contains("[1/1] aws/lambda/"), "{text}");
+    assert!(
+        text.contains("records: INSERT 2, MODIFY 1, REMOVE 2"),
+        "{text}"
+    );
+    assert!(text.contains("would publish 5 event(s)"), "{text}");
+    assert!(text.contains("nothing changed"), "{text}");
     let dry = s
         .replay(&Options {
             dry_run: true,
@@ -426,6 +454,15 @@ async fn parked_batches_replay_as_the_relay_publishes_them_and_only_once() {
     );
     assert_eq!(b.condition.as_deref(), Some("RetryAttemptsExhausted"));
     assert_eq!(s.proxy.calls(), calls_before, "a dry run publishes nothing");
+    let dry_calls = s.h.take_calls();
+    assert!(
+        dry_calls.iter().any(|c| c.operation == "GetObject"),
+        "{dry_calls:?}"
+    );
+    assert!(
+        dry_calls.iter().all(|c| !c.mutating),
+        "a dry run made a mutating call: {dry_calls:?}"
+    );
     assert_eq!(s.keys().await, vec![key.clone()]);
 
     // Replay: the same entries, byte for byte, as the relay's own run; the batch moves.
@@ -434,6 +471,10 @@ async fn parked_batches_replay_as_the_relay_publishes_them_and_only_once() {
     assert!(report.error.is_none(), "{:?}", report.error);
     let replayed = s.proxy.take_accepted();
     assert_eq!(replayed, direct, "replayed entries differ from the relay's");
+    let ops: Vec<String> = s.h.take_calls().into_iter().map(|c| c.operation).collect();
+    for op in ["PutEvents", "PutObject", "DeleteObject"] {
+        assert!(ops.iter().any(|o| o == op), "{op} not seen: {ops:?}");
+    }
     let tapped = s.tapped(5).await;
     assert_eq!(
         tapped.keys().cloned().collect::<Vec<_>>(),
@@ -454,12 +495,13 @@ async fn parked_batches_replay_as_the_relay_publishes_them_and_only_once() {
     let calls_before = s.proxy.calls();
     let again = s.replay(&Options::default()).await;
     assert_eq!((again.total, again.events), (0, 0));
+    let (code, text) = s.cli(false).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no parked batch in arn:aws:s3:::"), "{text}");
     assert_eq!(s.proxy.calls(), calls_before);
     assert!(s.tapped(0).await.is_empty());
 
-    // The dry run's calls were reads only; every call is allowed by the operator's policy.
-    let engine_calls = s.h.take_calls();
-    assert!(engine_calls.iter().all(|c| !c.mutating), "{engine_calls:?}");
+    // Every call replay made is allowed by the operator's policy.
     s.h.assert_policy_covers_calls();
     s.tap
         .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
