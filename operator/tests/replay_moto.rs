@@ -584,3 +584,39 @@ async fn putevents_faults_lose_nothing_and_publish_nothing_twice() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_metadata_only_destination_is_refused_clearly_and_nothing_changes() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rq").await;
+    let mut p = s.p.clone();
+    let queue = "arn:aws:sqs:us-east-1:123456789012:relay-failures";
+    p.spec.relay.on_failure_destination_arn = Some(queue.to_owned());
+    s.h.take_calls();
+    let err = replay::replay(&s.engine, &p, &Options::default(), &mut |_| {})
+        .await
+        .expect_err("an SQS destination holds no records");
+    assert!(
+        matches!(err, replay::ReplayError::MetadataOnly(ref d) if d == queue),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not implemented"), "{err}");
+    let docs = [outbox_operator::manifest::Document {
+        origin: "test".to_owned(),
+        pipeline: p,
+    }];
+    let mut out = Vec::new();
+    let code =
+        outbox_operator::cli::replay::replay_all(&s.engine, &docs, &Options::default(), &mut out)
+            .await
+            .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(queue), "{text}");
+    let calls = s.h.take_calls();
+    assert!(calls.iter().all(|c| !c.mutating), "{calls:?}");
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
