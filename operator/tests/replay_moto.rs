@@ -219,11 +219,11 @@ fn records(stream_arn: &str) -> Value {
 
 /// The object Lambda writes to an S3 on-failure destination for a batch of a DynamoDB stream
 /// mapping (format: engine::replay::record), with its key.
-fn parked_object(mapping: &str, stream_arn: &str, batch: &Value) -> (String, Vec<u8>) {
+fn parked_object(mapping: &str, stream_arn: &str, batch: &Value, id: &str) -> (String, Vec<u8>) {
     let shard = "shardId-00000001795928000000-0a1b2c3d";
-    let key = format!(
-        "aws/lambda/{mapping}/{shard}/2026/11/29/2026-11-29T05.00.00-6c3f9a4e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
-    );
+    let key = format!("aws/lambda/{mapping}/{shard}/2026/11/29/2026-11-29T05.00.00-{id}");
+    let records = batch["Records"].as_array().cloned().unwrap_or_default();
+    let seq = |r: Option<&Value>| r.map(|r| r["dynamodb"]["SequenceNumber"].clone());
     let body = json!({
         "version": "1.0",
         "timestamp": "2026-11-29T05:00:00.000Z",
@@ -238,11 +238,11 @@ fn parked_object(mapping: &str, stream_arn: &str, batch: &Value) -> (String, Vec
         "requestPayload": batch,
         "DDBStreamBatchInfo": {
             "shardId": shard,
-            "startSequenceNumber": "100000000000000000001",
-            "endSequenceNumber": "100000000000000000005",
+            "startSequenceNumber": seq(records.first()),
+            "endSequenceNumber": seq(records.last()),
             "approximateArrivalOfFirstRecord": "2026-11-29T04:59:58.000Z",
             "approximateArrivalOfLastRecord": "2026-11-29T04:59:59.000Z",
-            "batchSize": 5,
+            "batchSize": records.len(),
             "streamArn": stream_arn
         }
     });
@@ -324,7 +324,13 @@ impl Setup {
     }
 
     async fn park(&self, batch: &Value) -> String {
-        let (key, body) = parked_object(&self.mapping, &self.stream_arn, batch);
+        self.park_as(batch, "6c3f9a4e-1b2d-4e5f-8a9b-0c1d2e3f4a5b")
+            .await
+    }
+
+    /// Parks `batch` under a key ending in `id` (same parking second as [`Setup::park`]).
+    async fn park_as(&self, batch: &Value, id: &str) -> String {
+        let (key, body) = parked_object(&self.mapping, &self.stream_arn, batch, id);
         self.h
             .clients
             .s3
@@ -615,6 +621,69 @@ async fn a_metadata_only_destination_is_refused_clearly_and_nothing_changes() {
     assert!(text.contains(queue), "{text}");
     let calls = s.h.take_calls();
     assert!(calls.iter().all(|c| !c.mutating), "{calls:?}");
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
+
+/// The sequence numbers of accepted entries, in the order moto accepted them.
+fn sequences(accepted: &[String]) -> Vec<String> {
+    accepted
+        .iter()
+        .map(|e| {
+            let e: Value = serde_json::from_str(e).unwrap();
+            let d: Value = serde_json::from_str(e["Detail"].as_str().unwrap()).unwrap();
+            d["sequenceNumber"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_go_in_stream_order_and_one_left_parked_holds_the_later_ones() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "ro").await;
+    let all = records(&s.stream_arn);
+    let records = all["Records"].as_array().unwrap();
+    // Two batches of one shard parked in the same second; the later one's key sorts first.
+    let first = json!({"Records": records[..3]});
+    let second = json!({"Records": records[3..]});
+    let k2 = s
+        .park_as(&second, "00000000-0000-4000-8000-000000000000")
+        .await;
+    let k1 = s
+        .park_as(&first, "ffffffff-ffff-4fff-8fff-ffffffffffff")
+        .await;
+    assert!(k2 < k1);
+
+    // u1's MODIFY (in the first batch) is rejected: the second batch, which holds u1's REMOVE,
+    // is not even tried.
+    s.proxy.state.lock().unwrap().reject_sequence = Some("100000000000000000003".to_owned());
+    let stopped = s.replay(&Options::default()).await;
+    assert_eq!(
+        (stopped.total, stopped.batches.len(), stopped.left()),
+        (2, 1, 2)
+    );
+    assert_eq!(stopped.batches[0].key, k1);
+    assert_eq!(
+        sequences(&s.proxy.take_accepted()),
+        ["100000000000000000001", "100000000000000000002"]
+    );
+    let (code, _) = s.cli(true).await;
+    assert_eq!(code, 2);
+
+    s.proxy.state.lock().unwrap().reject_sequence = None;
+    let done = s.replay(&Options::default()).await;
+    assert_eq!((done.replayed(), done.left()), (2, 0));
+    assert_eq!(
+        sequences(&s.proxy.take_accepted()),
+        [
+            "100000000000000000003",
+            "100000000000000000004",
+            "100000000000000000005"
+        ],
+        "stream order across the two batches"
+    );
     s.tap
         .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
         .await

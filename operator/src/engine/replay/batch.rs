@@ -78,11 +78,15 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        // A total order: unreadable objects first (the run stops at them), then by start
+        // sequence number.
         loaded.sort_by(|a, b| match (&a.parsed, &b.parsed) {
             (Ok(a), Ok(b)) => {
                 sequence_order(&a.info.start_sequence_number, &b.info.start_sequence_number)
             }
-            _ => std::cmp::Ordering::Equal,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Less,
+            (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Err(_)) => std::cmp::Ordering::Equal,
         });
         for l in loaded {
             let result = self.one(l).await;
