@@ -57,6 +57,11 @@ demo: venv lambdas ## quickstart: local AWS emulator, plan → apply → status 
 	cargo build -q -p outbox-operator -p outbox-local-trigger
 	MOTO_PORT=$(MOTO_PORT) ARTIFACTS="$(ARTIFACTS)" scripts/demo.sh
 
+.PHONY: demo-replay
+demo-replay: venv lambdas ## nothing parked for good: a batch parked by a failing publish, replay --dry-run, replay, the consumer gets the event
+	cargo build -q -p outbox-operator -p outbox-local-trigger
+	MOTO_PORT=$(MOTO_PORT) ARTIFACTS="$(ARTIFACTS)" scripts/demo-replay.sh
+
 .PHONY: bench-scale
 PIPELINES   ?= 500
 CONCURRENCY ?= 4

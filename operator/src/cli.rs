@@ -12,6 +12,8 @@ use crate::crd::{ConditionType, DataPlaneStatus, OutboxPipeline, OutboxPipelineS
 use crate::engine::{AwsAction, Engine, Outcome};
 use crate::manifest::{self, Document};
 
+pub mod replay;
+
 /// Kubernetes operator and standalone CLI for a lossless transactional outbox on AWS.
 #[derive(Debug, Parser)]
 #[command(name = "outbox-operator", version, about, long_about = None)]
@@ -28,6 +30,9 @@ pub enum Command {
     Manifests(ManifestCommand),
     /// Run the Kubernetes controller
     Run(Box<crate::config::RunArgs>),
+    /// Republish the batches parked in a pipeline's failure destination through the relay's
+    /// code (same events, same ids, oldest first); exit 0 all replayed, 1 error, 2 some left.
+    Replay(Box<replay::ReplayArgs>),
 }
 
 /// The standalone commands that work on manifests.
@@ -132,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Manifests(command) => command.run().await,
         Command::Run(args) => crate::controller::run(*args).await,
+        Command::Replay(args) => replay::run(&args).await,
     }
 }
 

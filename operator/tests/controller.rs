@@ -25,6 +25,7 @@ use outbox_operator::controller::{
 use outbox_operator::crd::{
     ConditionType, FINALIZER, OutboxPipeline, OutboxPipelineStatus, PAUSED_ANNOTATION, Reason,
 };
+use outbox_operator::engine::replay::{Batch, BatchOutcome, ReplayError, Report};
 use outbox_operator::engine::{
     AwsAction, Component, DeleteOutcome, EngineError, ErrorClass, Fence, Outcome, Reconciler, Verb,
 };
@@ -46,6 +47,7 @@ type DeleteFn = Box<dyn Fn() -> Result<DeleteOutcome, EngineError> + Send + Sync
 struct EngineCalls {
     reconcile: AtomicUsize,
     delete: AtomicUsize,
+    replay: AtomicUsize,
 }
 
 /// A fake engine: returns scripted outcomes, counts calls, never touches AWS.
@@ -53,6 +55,8 @@ struct FakeEngine {
     on_reconcile: ReconcileFn,
     on_delete: DeleteFn,
     calls: Arc<EngineCalls>,
+    /// What a replay (annotation outbox.dev/replay) reports; None: the reconciler cannot.
+    replay: Option<Report>,
 }
 
 impl FakeEngine {
@@ -61,6 +65,7 @@ impl FakeEngine {
             on_reconcile,
             on_delete,
             calls: Arc::default(),
+            replay: None,
         }
     }
 
@@ -82,6 +87,11 @@ impl Reconciler for FakeEngine {
     async fn delete(&self, _: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
         self.calls.delete.fetch_add(1, Ordering::SeqCst);
         (self.on_delete)()
+    }
+
+    async fn replay(&self, _: &OutboxPipeline) -> Result<Report, ReplayError> {
+        self.calls.replay.fetch_add(1, Ordering::SeqCst);
+        self.replay.clone().ok_or(ReplayError::Unavailable)
     }
 }
 
@@ -1291,4 +1301,157 @@ async fn the_metrics_endpoint_serves_the_named_metrics_and_the_probes() {
 
     let _ = stop.send(());
     server.await.expect("server task").expect("server");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay from the cluster (annotation outbox.dev/replay)
+
+fn with_replay_annotation(mut v: Value, token: &str) -> Value {
+    v["metadata"]["annotations"]["outbox.dev/replay"] = json!(token);
+    v
+}
+
+fn ready_engine(replay: Option<Report>) -> FakeEngine {
+    let mut engine = FakeEngine::new(
+        Box::new(|p| Outcome {
+            status: ready_status(p.metadata.generation),
+            actions: vec![],
+            requeue_after: None,
+            error: None,
+        }),
+        Box::new(|| panic!("not deleting")),
+    );
+    engine.replay = replay;
+    engine
+}
+
+fn one_replayed_batch() -> Report {
+    Report {
+        destination: "arn:aws:s3:::outbox-failures".into(),
+        total: 1,
+        events: 5,
+        batches: vec![Batch {
+            key: "aws/lambda/m/shardId-1/2026/11/29/2026-11-29T05.00.00-x".into(),
+            parked_at: None,
+            shard_id: "shardId-1".into(),
+            first_sequence: "1".into(),
+            last_sequence: "5".into(),
+            condition: Some("RetryAttemptsExhausted".into()),
+            first_arrival: None,
+            last_arrival: None,
+            changes: Default::default(),
+            events: 5,
+            skipped: 0,
+            already_published: 0,
+            problem: None,
+            outcome: BatchOutcome::Replayed,
+        }],
+        ..Report::default()
+    }
+}
+
+#[tokio::test]
+async fn the_replay_annotation_replays_once_recording_status_and_events() {
+    let object = with_replay_annotation(with_finalizer(pipeline_json()), "t1");
+    let h = Harness::new(ready_engine(Some(one_replayed_batch())), object.clone());
+    h.reconcile(&object).await.expect("reconcile");
+    let engine = h.engine.clone();
+    let calls = h.finish().await;
+    assert_eq!(engine.replay.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.len(), 5, "{calls:#?}");
+    assert!(calls[0].is_status_apply() && calls[0].body["status"].get("replay").is_none());
+    let running = &calls[1].body["status"]["replay"];
+    assert!(calls[1].is_status_apply(), "{:#?}", calls[1]);
+    assert_eq!(
+        (running["token"].as_str(), running["outcome"].as_str()),
+        (Some("t1"), Some("Running"))
+    );
+    assert!(running["startedAt"].is_string() && running.get("finishedAt").is_none());
+    assert!(calls[2].is_event());
+    assert_eq!(calls[2].body["reason"], "ReplayStarted");
+    let done = &calls[3].body["status"]["replay"];
+    assert!(calls[3].is_status_apply());
+    assert_eq!(done["outcome"], "Succeeded");
+    assert_eq!(done["token"], "t1");
+    assert_eq!(
+        (
+            done["batchesReplayed"].as_i64(),
+            done["eventsPublished"].as_i64(),
+            done["batchesLeft"].as_i64()
+        ),
+        (Some(1), Some(5), Some(0))
+    );
+    assert!(done["finishedAt"].is_string());
+    // The pipeline's status is kept around the replay.
+    assert_eq!(
+        calls[3].ready_condition().map(|c| c["status"].clone()),
+        Some(json!("True"))
+    );
+    assert!(calls[4].is_event());
+    assert_eq!(
+        (
+            calls[4].body["type"].as_str(),
+            calls[4].body["reason"].as_str()
+        ),
+        (Some("Normal"), Some("ReplaySucceeded"))
+    );
+}
+
+#[tokio::test]
+async fn a_token_already_replayed_does_not_replay_again_and_its_record_stays() {
+    let mut object = with_replay_annotation(with_finalizer(pipeline_json()), "t1");
+    let mut stored = ready_status(Some(2));
+    stored.replay = Some(outbox_operator::crd::ReplayStatus {
+        token: "t1".into(),
+        started_at: "2026-11-29T05:00:00Z".into(),
+        finished_at: Some("2026-11-29T05:00:01Z".into()),
+        outcome: "Succeeded".into(),
+        ..Default::default()
+    });
+    object["status"] = serde_json::to_value(&stored).unwrap();
+    let h = Harness::new(ready_engine(Some(one_replayed_batch())), object.clone());
+    h.reconcile(&object).await.expect("reconcile");
+    let engine = h.engine.clone();
+    let calls = h.finish().await;
+    assert_eq!(engine.replay.load(Ordering::SeqCst), 0, "{calls:#?}");
+    for c in calls.iter().filter(|c| c.is_status_apply()) {
+        assert_eq!(
+            c.body["status"]["replay"]["token"], "t1",
+            "the record is not dropped: {c:#?}"
+        );
+    }
+    assert!(!calls.iter().any(|c| {
+        c.is_event()
+            && c.body["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Replay"))
+    }));
+}
+
+#[tokio::test]
+async fn a_paused_pipeline_does_not_replay_and_a_failed_replay_is_a_warning() {
+    let object = with_replay_annotation(paused(with_finalizer(pipeline_json())), "t1");
+    let h = Harness::new(FakeEngine::unused(), object.clone());
+    h.reconcile(&object).await.expect("paused reconcile");
+    let engine = h.engine.clone();
+    h.finish().await;
+    assert_eq!(engine.replay.load(Ordering::SeqCst), 0);
+    assert_eq!(engine.reconcile.load(Ordering::SeqCst), 0);
+
+    // Unpaused, on a reconciler that cannot replay: Failed, with a Warning.
+    let object = with_replay_annotation(with_finalizer(pipeline_json()), "t2");
+    let h = Harness::new(ready_engine(None), object.clone());
+    h.reconcile(&object).await.expect("reconcile");
+    let calls = h.finish().await;
+    let done = calls
+        .iter()
+        .rev()
+        .find(|c| c.is_status_apply())
+        .expect("status");
+    assert_eq!(done.body["status"]["replay"]["outcome"], "Failed");
+    let last = calls.last().expect("an Event");
+    assert_eq!(
+        (last.body["type"].as_str(), last.body["reason"].as_str()),
+        (Some("Warning"), Some("ReplayFailed"))
+    );
 }

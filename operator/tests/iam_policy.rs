@@ -315,3 +315,37 @@ fn the_matcher_is_honest() {
     assert!(wildcard("a?c", "abc") && !wildcard("a?c", "ac"));
     assert!(action_matches("S3:PutObject", "s3:putobject"));
 }
+
+/// Replay (issue 11) reads and moves parked batches only in outbox-owned failure buckets, and
+/// publishes only onto buses tagged as the operator's.
+#[test]
+fn replay_reaches_only_owned_failure_buckets_and_buses() {
+    let p = operator_policy();
+    let parked = "arn:aws:s3:::outbox-0123abcd4567-failures/aws/lambda/0f0e/shardId-1/2026/11/29/x";
+    let moved = "arn:aws:s3:::outbox-0123abcd4567-failures/replayed/aws/lambda/0f0e/shardId-1/x";
+    for action in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
+        assert!(allows(&p, action, parked), "{action} on {parked}");
+        assert!(allows(&p, action, moved), "{action} on {moved}");
+        for foreign in [
+            "arn:aws:s3:::someone-elses-bucket/aws/lambda/x",
+            "arn:aws:s3:::outbox-0123abcd4567-failures/other/x",
+        ] {
+            assert!(!allows(&p, action, foreign), "{action} on {foreign}");
+        }
+    }
+    let put = allow_statements_with(&p, "events:PutEvents");
+    assert!(!put.is_empty(), "events:PutEvents is not allowed at all");
+    for s in put {
+        assert_eq!(
+            s["Condition"]["StringEquals"]["aws:ResourceTag/outbox.dev/managed-by"],
+            "outbox-operator",
+            "{s}"
+        );
+        assert!(
+            list(&s["Resource"])
+                .iter()
+                .all(|r| r.starts_with("arn:aws:events:") && r.contains(":event-bus/")),
+            "{s}"
+        );
+    }
+}

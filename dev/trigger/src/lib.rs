@@ -289,6 +289,88 @@ pub async fn function_env(
         .unwrap_or_default())
 }
 
+/// Parks a batch the relay could not publish the way the event source mapping does once its
+/// retries are exhausted, for an S3 on-failure destination (format and source:
+/// operator/src/engine/replay/record.rs): the invocation record, batch included, as
+/// `aws/lambda/<mapping UUID>/<shard id>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid>`. Returns the key.
+pub async fn park_batch(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    mapping: &str,
+    shard_id: &str,
+    stream_arn: &str,
+    event: &Event,
+) -> Result<String> {
+    let now = chrono::Utc::now();
+    let key = format!(
+        "aws/lambda/{mapping}/{shard_id}/{}/{}-{}",
+        now.format("%Y/%m/%d"),
+        now.format("%Y-%m-%dT%H.%M.%S"),
+        uuid::Uuid::new_v4()
+    );
+    let seq = |r: Option<&EventRecord>| {
+        r.and_then(|r| r.change.sequence_number.clone())
+            .unwrap_or_default()
+    };
+    let arrival = |r: Option<&EventRecord>| {
+        r.map(|r| {
+            r.change
+                .approximate_creation_date_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })
+    };
+    let body = serde_json::json!({
+        "version": "1.0",
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "requestContext": {
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "functionArn": "",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 1
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": null},
+        "responsePayload": null,
+        "requestPayload": event,
+        "DDBStreamBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": seq(event.records.first()),
+            "endSequenceNumber": seq(event.records.last()),
+            "approximateArrivalOfFirstRecord": arrival(event.records.first()),
+            "approximateArrivalOfLastRecord": arrival(event.records.last()),
+            "batchSize": event.records.len(),
+            "streamArn": stream_arn
+        }
+    });
+    s3.put_object()
+        .bucket(bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(
+            serde_json::to_vec(&body)?,
+        ))
+        .send()
+        .await
+        .with_context(|| format!("PutObject s3://{bucket}/{key}"))?;
+    Ok(key)
+}
+
+/// The first shard of a stream (where the demo's records are).
+pub async fn first_shard(
+    client: &aws_sdk_dynamodbstreams::Client,
+    stream_arn: &str,
+) -> Result<String> {
+    client
+        .describe_stream()
+        .stream_arn(stream_arn)
+        .send()
+        .await
+        .with_context(|| format!("DescribeStream {stream_arn}"))?
+        .stream_description()
+        .and_then(|d| d.shards().first())
+        .and_then(|s| s.shard_id())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("stream {stream_arn} has no shard"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,11 @@
 //! plays the event source mapping (stream → relay handler, with the mapping's filter), and picks
 //! the resulting event off an SQS tap rule on the bus to hand it to the consumer's handler —
 //! the three deliveries a local emulator without Lambda cannot make.
+//!
+//! `demo --fail-publish` (for `make demo-replay`) makes the relay's publishing fail, so the
+//! mapping parks the batch in the failure bucket as Lambda does after its retries, and leaves
+//! the tap in place; `deliver` later hands what reached the tap (the replayed event) to the
+//! consumer's handler.
 
 use std::time::Duration;
 
@@ -33,7 +38,36 @@ enum Command {
         username: String,
         #[arg(long, default_value = "ada@example.com")]
         email: String,
+        /// Make the relay's publishing fail (its bus unreachable), so the event source mapping
+        /// parks the batch in the failure bucket as Lambda does; the tap stays for `deliver`.
+        #[arg(long)]
+        fail_publish: bool,
     },
+    /// Hand what reached the tap left by `demo --fail-publish` to the consumer's handler, then
+    /// remove the tap.
+    Deliver {
+        /// JSON printed by `outbox-operator status -o json`.
+        #[arg(long)]
+        status: String,
+        /// How many events to wait for.
+        #[arg(long, default_value_t = 1)]
+        want: usize,
+    },
+}
+
+/// The tap `demo --fail-publish` leaves for `deliver`.
+const REPLAY_TAP: &str = "demo-replay-tap";
+
+/// The user to create: (username, email, fail publishing).
+type Demo = (String, String, bool);
+
+struct Clients {
+    lambda: aws_sdk_lambda::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    events: aws_sdk_eventbridge::Client,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
 }
 
 fn field<'a>(status: &'a Value, name: &str) -> Result<&'a str> {
@@ -56,11 +90,15 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Demo {
-        status,
-        username,
-        email,
-    } = Cli::parse().command;
+    let (status, command): (String, Result<Demo, usize>) = match Cli::parse().command {
+        Command::Demo {
+            status,
+            username,
+            email,
+            fail_publish,
+        } => (status, Ok((username, email, fail_publish))),
+        Command::Deliver { status, want } => (status, Err(want)),
+    };
     let text = std::fs::read_to_string(&status).with_context(|| format!("read {status}"))?;
     let all: serde_json::Map<String, Value> =
         serde_json::from_str(&text).with_context(|| format!("{status} is not status JSON"))?;
@@ -68,19 +106,25 @@ async fn main() -> Result<()> {
         .iter()
         .next()
         .ok_or_else(|| anyhow!("{status} holds no pipeline"))?;
-
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let lambda = aws_sdk_lambda::Client::new(&sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-    let events = aws_sdk_eventbridge::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-
+    let c = Clients {
+        lambda: aws_sdk_lambda::Client::new(&sdk),
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+        events: aws_sdk_eventbridge::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        // Path-style addressing, as the engine uses against an emulator.
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        ),
+    };
     let bus = field(status, "busName")?;
-    let stream_arn = field(status, "streamArn")?;
-    let writer_fn = field(status, "writerFunctionArn")?;
-    let relay_fn = field(status, "relayFunctionArn")?;
-    let mapping = field(status, "eventSourceMappingUuid")?;
+    let (username, email, fail_publish) = match command {
+        Ok(demo) => demo,
+        Err(want) => return deliver_from_tap(&c, bus, want).await,
+    };
     let (consumer, rule_arn) = status
         .get("ruleArns")
         .and_then(Value::as_object)
@@ -90,7 +134,8 @@ async fn main() -> Result<()> {
     println!("pipeline {pipeline}: bus {bus}, consumer {consumer}");
 
     // The tap sees exactly what the consumer's rule matches.
-    let pattern = events
+    let pattern = c
+        .events
         .describe_rule()
         .name(name_from_arn(rule_arn))
         .event_bus_name(bus)
@@ -99,37 +144,34 @@ async fn main() -> Result<()> {
         .context("DescribeRule")?
         .event_pattern
         .ok_or_else(|| anyhow!("rule {rule_arn} has no event pattern"))?;
-    let tap_name = format!("demo-tap-{}", std::process::id());
-    let tap = trigger::Tap::create(&events, &sqs, bus, &tap_name, &pattern).await?;
-    let result = run(
-        &lambda, &dynamodb, &streams, &events, &sqs, &tap, writer_fn, relay_fn, mapping,
-        stream_arn, &username, &email,
-    )
-    .await;
-    tap.remove(&events, &sqs).await?;
+    let tap_name = if fail_publish {
+        REPLAY_TAP.to_owned()
+    } else {
+        format!("demo-tap-{}", std::process::id())
+    };
+    let tap = trigger::Tap::create(&c.events, &c.sqs, bus, &tap_name, &pattern).await?;
+    let result = run(&c, &tap, status, &username, &email, fail_publish).await;
+    if !fail_publish || result.is_err() {
+        tap.remove(&c.events, &c.sqs).await?;
+    }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run(
-    lambda: &aws_sdk_lambda::Client,
-    dynamodb: &aws_sdk_dynamodb::Client,
-    streams: &aws_sdk_dynamodbstreams::Client,
-    events: &aws_sdk_eventbridge::Client,
-    sqs: &aws_sdk_sqs::Client,
+    c: &Clients,
     tap: &trigger::Tap,
-    writer_fn: &str,
-    relay_fn: &str,
-    mapping: &str,
-    stream_arn: &str,
+    status: &Value,
     username: &str,
     email: &str,
+    fail_publish: bool,
 ) -> Result<()> {
+    let stream_arn = field(status, "streamArn")?;
+    let mapping = field(status, "eventSourceMappingUuid")?;
     // 1. The writer, configured from its deployed environment.
-    let env = trigger::function_env(lambda, writer_fn).await?;
+    let env = trigger::function_env(&c.lambda, field(status, "writerFunctionArn")?).await?;
     let writer = Writer::new(
         WriterConfig::from_lookup(|k| env.get(k).cloned()).context("writer environment")?,
-        dynamodb.clone(),
+        c.dynamodb.clone(),
     );
     let response = writer
         .handle(json!({"username": username, "email": email}))
@@ -140,7 +182,8 @@ async fn run(
     }
 
     // 2. The event source mapping: the stream's records, filtered like the mapping filters.
-    let filter = lambda
+    let filter = c
+        .lambda
         .get_event_source_mapping()
         .uuid(mapping)
         .send()
@@ -155,15 +198,21 @@ async fn run(
         })
         .unwrap_or_default();
     let names = trigger::filtered_event_names(&filter)?;
-    let records = trigger::read_stream(streams, stream_arn).await?;
+    let records = trigger::read_stream(&c.streams, stream_arn).await?;
     let mut batch = trigger::to_lambda_event(&records, stream_arn)?;
     trigger::apply_filter(&mut batch, names.as_deref());
 
     // 3. The relay, configured from its deployed environment.
-    let env = trigger::function_env(lambda, relay_fn).await?;
-    let config = RelayConfig::from_lookup(|k| env.get(k).cloned()).context("relay environment")?;
+    let relay_fn = field(status, "relayFunctionArn")?;
+    let env = trigger::function_env(&c.lambda, relay_fn).await?;
+    let mut config =
+        RelayConfig::from_lookup(|k| env.get(k).cloned()).context("relay environment")?;
+    if fail_publish {
+        // An outage of the bus as the relay sees it: every PutEvents call fails.
+        config.bus_name = format!("{}-unreachable", config.bus_name);
+    }
     let pipeline = config.pipeline.clone();
-    let relay = Relay::new(config, events.clone(), RetryPolicy::default());
+    let relay = Relay::new(config, c.events.clone(), RetryPolicy::default());
     let invocation = Invocation {
         deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         trace_header: None,
@@ -183,18 +232,46 @@ async fn run(
     println!(
         "metrics: {put} datapoint(s) put into CloudWatch, as Lambda and the relay's EMF line would"
     );
+    if fail_publish {
+        return park(c, status, stream_arn, mapping, &batch, &report).await;
+    }
     if !report.response.batch_item_failures.is_empty() {
         bail!("the relay reported unpublished records");
     }
-
     // 4. The rule's delivery, through the tap, to the consumer's handler.
-    let delivered = trigger::receive_events(
-        sqs,
-        &tap.queue_url,
-        report.published,
-        Duration::from_secs(15),
-    )
-    .await?;
+    deliver(&c.sqs, &tap.queue_url, report.published).await
+}
+
+/// After the relay failed, what the event source mapping does once its retries are exhausted:
+/// the batch goes to the failure bucket.
+async fn park(
+    c: &Clients,
+    status: &Value,
+    stream_arn: &str,
+    mapping: &str,
+    batch: &aws_lambda_events::event::dynamodb::Event,
+    report: &outbox_relay::Report,
+) -> Result<()> {
+    if report.response.batch_item_failures.is_empty() {
+        bail!("the relay published everything although its bus was unreachable");
+    }
+    let destination = field(status, "failureDestinationArn")?;
+    let bucket = destination
+        .split_once(":s3:::")
+        .map(|(_, b)| b)
+        .ok_or_else(|| anyhow!("the failure destination {destination} is not a bucket"))?;
+    let shard = trigger::first_shard(&c.streams, stream_arn).await?;
+    let key = trigger::park_batch(&c.s3, bucket, mapping, &shard, stream_arn, batch).await?;
+    println!(
+        "event source mapping: retries exhausted; batch of {} record(s) parked at s3://{bucket}/{key}",
+        batch.records.len()
+    );
+    Ok(())
+}
+
+/// What reached the tap, to the consumer's handler.
+async fn deliver(sqs: &aws_sdk_sqs::Client, queue_url: &str, want: usize) -> Result<()> {
+    let delivered = trigger::receive_events(sqs, queue_url, want, Duration::from_secs(15)).await?;
     if delivered.is_empty() {
         bail!("no event reached the consumer's rule");
     }
@@ -209,4 +286,26 @@ async fn run(
         );
     }
     Ok(())
+}
+
+/// `deliver`: the tap `demo --fail-publish` left, to the consumer; then the tap goes.
+async fn deliver_from_tap(c: &Clients, bus: &str, want: usize) -> Result<()> {
+    let queue_url = c
+        .sqs
+        .get_queue_url()
+        .queue_name(REPLAY_TAP)
+        .send()
+        .await
+        .context("GetQueueUrl (tap): run `demo --fail-publish` first")?
+        .queue_url
+        .ok_or_else(|| anyhow!("GetQueueUrl returned no URL"))?;
+    let result = deliver(&c.sqs, &queue_url, want).await;
+    let tap = trigger::Tap {
+        queue_url,
+        queue_arn: String::new(),
+        rule_name: REPLAY_TAP.to_owned(),
+        bus_name: bus.to_owned(),
+    };
+    tap.remove(&c.events, &c.sqs).await?;
+    result
 }

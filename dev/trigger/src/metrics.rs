@@ -75,16 +75,10 @@ fn lambda_figures(
 ) -> Vec<MetricDatum> {
     let function = function.rsplit(':').next().unwrap_or(function);
     let dim = ("FunctionName", function);
-    let failed = !report.response.batch_item_failures.is_empty();
+    // A partial batch response is a successful invocation: Lambda counts no error for it.
     let mut data = vec![
         datum("Invocations", dim, 1.0, StandardUnit::Count, now),
-        datum(
-            "Errors",
-            dim,
-            f64::from(u8::from(failed)),
-            StandardUnit::Count,
-            now,
-        ),
+        datum("Errors", dim, 0.0, StandardUnit::Count, now),
     ];
     if let Some(oldest) = report.oldest_record {
         let age = (now - oldest).num_milliseconds().max(0) as f64;

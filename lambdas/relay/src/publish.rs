@@ -107,6 +107,10 @@ pub enum StopReason {
 pub struct PublishOutcome {
     /// Entries published, counted once each.
     pub published: usize,
+    /// The index (in the `entries` given) of each published entry, in the order PutEvents
+    /// accepted them. Entries after the stop may be among them (they shared the last request):
+    /// a replay records exactly these, so none is published twice.
+    pub published_entries: Vec<usize>,
     /// PutEvents calls made.
     pub calls: usize,
     /// Entry sends that were retries.
@@ -248,7 +252,10 @@ impl<'a> Publishing<'a> {
                 for (mut pending, result) in request.into_iter().zip(results) {
                     pending.attempts += 1;
                     match result {
-                        None => self.outcome.published += 1,
+                        None => {
+                            self.outcome.published += 1;
+                            self.outcome.published_entries.push(pending.index);
+                        }
                         Some((code, _)) if RETRYABLE_ENTRY_CODES.contains(&code.as_str()) => {
                             pending.last_code = code;
                             failed.push(pending);

@@ -30,6 +30,7 @@
 
 mod leader;
 mod malformed;
+mod replay;
 mod run;
 mod status;
 
@@ -350,7 +351,7 @@ async fn apply<R: Reconciler>(
     if !ctx.leading() {
         return Err(not_leading("status write", &key_of(&p.metadata)));
     }
-    let status = outcome_status(p, outcome.status, outcome.error.as_ref());
+    let mut status = outcome_status(p, outcome.status, outcome.error.as_ref());
     write_status(p, api, ctx, &status).await?;
     publish_health_change(ctx, p, &status).await;
     for action in &outcome.actions {
@@ -359,6 +360,12 @@ async fn apply<R: Reconciler>(
     if let Some(error) = outcome.error {
         publish_error(ctx, p, "Reconcile", &error).await;
         return Err(Error::Engine(error));
+    }
+    // The annotation outbox.dev/replay asks for a replay of the parked batches (once per token).
+    if status.is_ready()
+        && let Some(token) = replay::pending(p)
+    {
+        replay::run(p, api, ctx, &mut status, token).await?;
     }
     Ok(Action::requeue(
         outcome.requeue_after.unwrap_or(ctx.resync_period),

@@ -55,6 +55,8 @@ pub(super) fn outcome_status(
     let generation = p.metadata.generation;
     status.observed_generation = generation;
     keep_transition_times(&mut status, p.status.as_ref());
+    // The engine does not know replays: the last one stays recorded.
+    status.replay = p.status.as_ref().and_then(|s| s.replay.clone());
     if let Some(error) = error {
         let reflected = status
             .condition(ConditionType::Ready)

@@ -62,6 +62,40 @@ pub struct OutboxPipelineStatus {
     /// parked batches, read at `checkedAt` (the Healthy condition is the verdict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<super::DataPlaneStatus>,
+    /// The last replay of parked batches, asked for with the annotation `outbox.dev/replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStatus>,
+}
+
+/// Annotation that asks the controller to replay the pipeline's parked batches once per value
+/// (a token: any new value runs it again), e.g. `outbox.dev/replay: "2026-11-29-1"`.
+pub const REPLAY_ANNOTATION: &str = "outbox.dev/replay";
+
+/// A replay of parked batches run by the controller (the same as `outbox-operator replay`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayStatus {
+    /// The value of the annotation `outbox.dev/replay` this replay ran for.
+    pub token: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it finished (RFC 3339); absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Batches republished in full and moved under `replayed/` in the failure bucket.
+    #[serde(default)]
+    pub batches_replayed: i64,
+    /// Events published by this replay.
+    #[serde(default)]
+    pub events_published: i64,
+    /// Parked batches left after it (a batch that failed part-way and every later one).
+    #[serde(default)]
+    pub batches_left: i64,
+    /// Running, Succeeded (nothing left parked), Partial (batches left parked) or Failed.
+    pub outcome: String,
+    /// What happened, e.g. why a batch was left parked.
+    #[serde(default)]
+    pub message: String,
 }
 
 // The schema of one condition in `status.conditions`: the shape of k8s-openapi's `Condition`

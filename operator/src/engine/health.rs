@@ -267,6 +267,8 @@ async fn read_bucket(clients: &AwsClients, bucket: &str, f: &mut Figures) {
         .s3
         .list_objects_v2()
         .bucket(bucket)
+        // Only Lambda's parked batches: not what replay moved under `replayed/`.
+        .prefix(super::replay::record::PARKED_PREFIX)
         .max_keys(PARKED_CAP)
         .send()
         .await

@@ -39,6 +39,7 @@ pub mod permission;
 mod pipeline;
 pub mod preflight;
 pub mod queues;
+pub mod replay;
 pub mod rule;
 pub mod table;
 pub mod tags;
@@ -433,6 +434,13 @@ impl Reconciler for Engine {
     ) -> impl std::future::Future<Output = Result<DeleteOutcome, EngineError>> + Send {
         Engine::delete(self, pipeline)
     }
+
+    async fn replay(
+        &self,
+        pipeline: &OutboxPipeline,
+    ) -> Result<replay::Report, replay::ReplayError> {
+        replay::replay(self, pipeline, &replay::Options::default(), &mut |_| {}).await
+    }
 }
 
 /// Operator-wide settings (flags), the same for every pipeline.
@@ -567,4 +575,13 @@ pub trait Reconciler: Send + Sync + 'static {
         &self,
         pipeline: &OutboxPipeline,
     ) -> impl std::future::Future<Output = Result<DeleteOutcome, EngineError>> + Send;
+    /// Replays the pipeline's parked batches ([`replay::replay`], default options): what the
+    /// annotation `outbox.dev/replay` asks for. A reconciler without it says so.
+    fn replay(
+        &self,
+        pipeline: &OutboxPipeline,
+    ) -> impl std::future::Future<Output = Result<replay::Report, replay::ReplayError>> + Send {
+        let _ = pipeline;
+        async { Err(replay::ReplayError::Unavailable) }
+    }
 }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus};
 
-mod desired;
+pub(super) mod desired;
 mod status;
 mod teardown;
 pub use teardown::delete;

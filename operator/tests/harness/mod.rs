@@ -196,6 +196,13 @@ pub fn call_resources(service: &str, op: &str) -> Vec<String> {
         ("cloudwatch", _) => vec![format!(
             "arn:aws:cloudwatch:{region}:{acct}:alarm:outbox-0123abcd-default-p-relay-errors"
         )],
+        // Replay reads and moves parked batches (objects), and records what it published.
+        ("s3", "GetObject" | "PutObject" | "DeleteObject") => vec![
+            "arn:aws:s3:::outbox-0123abcd4567-failures/aws/lambda/0f0e/shardId-1/2026/11/29/x"
+                .to_owned(),
+            "arn:aws:s3:::outbox-0123abcd4567-failures/replayed/aws/lambda/0f0e/shardId-1/x"
+                .to_owned(),
+        ],
         ("s3", _) => vec!["arn:aws:s3:::outbox-0123abcd4567-failures".to_owned()],
         ("lambda", "ListEventSourceMappings") => vec!["*".to_owned()],
         ("lambda", op) if op.ends_with("EventSourceMapping") => vec![format!(
@@ -221,7 +228,8 @@ pub fn call_resources(service: &str, op: &str) -> Vec<String> {
                 format!("arn:aws:events:{region}:{acct}:event-bus/default"),
             ]
         }
-        ("events", "CreateEventBus" | "DeleteEventBus") => vec![bus],
+        // Replay publishes recovered events onto the pipeline's bus.
+        ("events", "CreateEventBus" | "DeleteEventBus" | "PutEvents") => vec![bus],
         ("events", "TagResource" | "UntagResource" | "ListTagsForResource") => vec![bus, rule],
         ("events", _) => vec![rule],
         _ => panic!("call_resources: add the resource {service}:{op} is called on"),

@@ -149,8 +149,10 @@ fn parked(f: &Figures) -> Option<Verdict> {
     Some(v(
         HealthReason::BatchesParked,
         format!(
-            "{} failed batches wait in the failure destination{newest}",
-            p.text()
+            "{} failed batches wait in the failure destination{newest}; replay them with \
+             `outbox-operator replay -f <manifest>` or the annotation {}=<token>",
+            p.text(),
+            crate::crd::REPLAY_ANNOTATION
         ),
     ))
 }
@@ -171,4 +173,34 @@ fn consumer_failing(f: &Figures) -> Option<Verdict> {
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod replay_hint_tests {
+    use super::*;
+
+    #[test]
+    fn parked_batches_name_the_replay_command_and_annotation() {
+        let f = Figures {
+            parked: Some(Parked {
+                count: 2,
+                capped: false,
+                newest: None,
+            }),
+            ..Figures::default()
+        };
+        let v = verdict(&f, 60, None);
+        assert_eq!(v.reason, HealthReason::BatchesParked);
+        assert!(v.message.starts_with("2 failed batches"), "{}", v.message);
+        assert!(
+            v.message.contains("outbox-operator replay -f"),
+            "{}",
+            v.message
+        );
+        assert!(
+            v.message.contains("outbox.dev/replay=<token>"),
+            "{}",
+            v.message
+        );
+    }
 }
