@@ -165,12 +165,7 @@ fn relay_env(i: &Inputs<'_>) -> BTreeMap<String, String> {
         events: relay
             .events
             .iter()
-            .map(|e| EventMapping {
-                change: e.change,
-                source: e.source.clone(),
-                detail_type: e.detail_type.clone(),
-                payload: e.payload,
-            })
+            .map(|e| EventMapping::new(e.change, &e.source, &e.detail_type, e.payload))
             .collect(),
         request_size_limit_bytes: usize::try_from(relay.request_size_limit_bytes)
             .unwrap_or(outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES),
