@@ -143,3 +143,38 @@ async fn a_changed_route_updates_the_mapping_filter_in_place() {
     check_pipeline(&h, &p, &cluster, &out).await;
     h.assert_steady(&p).await;
 }
+
+#[tokio::test]
+async fn an_entry_that_can_never_match_is_invalid_spec_before_anything_is_created() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("sx");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let mut p = example("single-table.yaml", &id);
+    // entityType is an attribute, not a key: a key prefix on it never matches a record.
+    p.spec.relay.events[1]
+        .matches
+        .as_mut()
+        .expect("match")
+        .key_prefix[0]
+        .key = "entityType".into();
+    h.take_calls();
+    let out = h.engine.reconcile(&p).await;
+    let err = out.error.expect("apply is refused");
+    assert_eq!(
+        err.reason(),
+        outbox_operator::crd::Reason::InvalidSpec,
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            r#"spec.relay.events[1].match.keyPrefix[0].key "entityType" is not a key attribute of the table (pk, sk)"#
+        ),
+        "{message}"
+    );
+    let mutating: Vec<_> = h.take_calls().into_iter().filter(|c| c.mutating).collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+    let plan = h.engine.plan(&p).await.expect_err("plan reports it too");
+    assert_eq!(plan.to_string(), message);
+}

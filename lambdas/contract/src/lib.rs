@@ -531,6 +531,35 @@ mod tests {
     }
 
     #[test]
+    fn attribute_conditions_on_different_images_do_not_shadow_each_other() {
+        let cancelled = |payload| {
+            let mut e = EventMapping::new(ChangeType::Modify, "s", "Cancelled", payload);
+            e.matches = Some(RecordMatch {
+                key_prefix: vec![],
+                attributes: vec![AttributeCondition {
+                    name: "status".into(),
+                    equals: Some("CANCELLED".into()),
+                    exists: None,
+                }],
+            });
+            e
+        };
+        // Was cancelled before the change (old image) vs is cancelled now (new image).
+        let (was, is) = (cancelled(Payload::OldImage), cancelled(Payload::NewImage));
+        assert!(!was.shadows(&is) && !is.shadows(&was));
+        assert!(
+            is.shadows(&cancelled(Payload::Keys)),
+            "keys on MODIFY read NewImage"
+        );
+        // Key prefixes read Keys, whatever the payload.
+        let mut orders_old = EventMapping::new(ChangeType::Modify, "s", "A", Payload::OldImage);
+        orders_old.matches = Some(orders());
+        let mut orders_new = orders_old.clone();
+        orders_new.payload = Payload::NewImage;
+        assert!(orders_old.shadows(&orders_new));
+    }
+
+    #[test]
     fn malformed_conditions_and_fields_name_the_variable() {
         let mut config = sample();
         config.events[0].matches = Some(RecordMatch {
