@@ -63,7 +63,7 @@ pub struct AttributeConditionSpec {
     #[schemars(length(max = 256))]
     pub equals: Option<String>,
     /// true: the attribute is present (any type); false: it is absent. Not expressible in the
-    /// event source mapping's filter: the relay decides (see docs/data-plane.md).
+    /// event source mapping's filter: the relay decides (see docs/engine.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
 }

@@ -2,7 +2,7 @@
 //! table step holds to the spec): an entry that can never match a record is an invalid spec,
 //! named by its field, rather than an event that silently never appears.
 
-use outbox_contract::{EventMapping, Image, RelayConfig};
+use outbox_contract::{ConfigError, EventMapping, Image, RelayConfig};
 
 use crate::crd::{KeyType, OutboxPipelineSpec, StreamViewType};
 
@@ -34,7 +34,10 @@ pub fn check(spec: &OutboxPipelineSpec) -> Result<(), String> {
         request_size_limit_bytes: outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES,
     }
     .validate()
-    .map_err(|e| format!("spec.relay.events: {e}"))
+    .map_err(|e| match e {
+        ConfigError::Invalid { reason, .. } => format!("spec.relay.events: {reason}"),
+        other => format!("spec.relay.events: {other}"),
+    })
 }
 
 /// The type of a key attribute of the table, None when `name` is not one.
@@ -172,6 +175,20 @@ mod tests {
             json!([entry("REMOVE", "oldImage", m)]),
         );
         assert_eq!(check(&s), Ok(()));
+    }
+
+    #[test]
+    fn what_admission_would_refuse_is_refused_naming_the_events_field() {
+        let both = json!({"attributes": [{"name": "kind", "equals": "a", "exists": true}]});
+        let err = check(&spec(
+            "NEW_IMAGE",
+            json!([entry("INSERT", "newImage", both)]),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "spec.relay.events: entry 0 (INSERT): attribute condition on \"kind\" needs exactly one of equals or exists"
+        );
     }
 
     #[test]
