@@ -14,9 +14,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod consumer;
+mod events;
 mod monitoring;
 mod status;
 pub use consumer::*;
+pub use events::*;
 pub use monitoring::*;
 pub use status::*;
 
@@ -331,12 +333,14 @@ impl Default for BusSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelaySpec {
-    /// Which stream changes become which events. At least one; each change type at most once.
-    /// Changes with no entry are filtered out before they reach the relay.
-    #[schemars(length(min = 1, max = 3))]
+    /// Which stream changes become which events, tried in order: a record becomes the event of
+    /// the first entry whose change type and match conditions it meets. 1 to 20 entries; each
+    /// change type at most once without match. Records no entry takes are skipped, and filtered
+    /// out before they reach the relay where the event source mapping's filter can tell.
+    #[schemars(length(min = 1, max = 20))]
     #[x_kube(
-        validation = Rule::new("self.all(e, self.exists_one(f, f.change == e.change))")
-            .message("each change type (INSERT, MODIFY, REMOVE) may be mapped at most once")
+        validation = Rule::new("self.all(e, has(e.match) || self.exists_one(f, !has(f.match) && f.change == e.change))")
+            .message("each change type (INSERT, MODIFY, REMOVE) may be mapped at most once without match conditions (such an entry takes every record of its change type)")
     )]
     pub events: Vec<EventMappingSpec>,
 
@@ -430,8 +434,14 @@ fn default_timeout() -> i32 {
     60
 }
 
-/// One stream change type and the event it becomes.
+/// One stream change type (optionally narrowed by conditions on the record) and the event it
+/// becomes.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("!has(self.fields) || self.payload != 'keys'")
+        .message("fields needs payload newImage or oldImage (a keys payload carries only keys)")
+        .field_path(".fields")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventMappingSpec {
     /// The stream change: INSERT, MODIFY or REMOVE.
@@ -450,6 +460,14 @@ pub struct EventMappingSpec {
     /// Which part of the record becomes the event's item: newImage, oldImage or keys.
     #[schemars(extend("maxLength" = 8))]
     pub payload: Payload,
+    /// Conditions on the record (key prefixes, attribute values); absent: every record of the
+    /// change type.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<EventMatchSpec>,
+    /// Which attributes the event's item carries (include or exclude; keys always); absent:
+    /// the whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<FieldsSpec>,
 }
 
 /// Where a new event source mapping starts reading the stream.

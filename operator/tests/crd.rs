@@ -811,3 +811,132 @@ fn a_stored_status_round_trips_through_the_typed_conditions() {
     assert_eq!(ready.observed_generation, Some(3));
     assert_eq!(serde_json::to_value(&status).expect("serializes"), stored);
 }
+
+fn single_table() -> Value {
+    serde_saphyr::from_str(&repo_file("examples/single-table.yaml")).expect("example parses")
+}
+
+#[test]
+fn single_table_example_routes_by_key_prefix_and_projects_fields() {
+    let p = typed(single_table());
+    let events = &p.spec.relay.events;
+    assert_eq!(events.len(), 3);
+    let order = events[1].to_contract();
+    assert_eq!(order.detail_type, "OrderPlaced");
+    assert_eq!(
+        order
+            .matches
+            .as_ref()
+            .map(|m| m.key_prefix[0].prefix.as_str()),
+        Some("ORDER#")
+    );
+    assert_eq!(
+        order.fields,
+        Some(outbox_contract::Fields::Exclude(vec![
+            "email".into(),
+            "gsi1pk".into(),
+            "gsi1sk".into(),
+            "version".into(),
+            "expiresAt".into()
+        ]))
+    );
+    let cancelled = &events[2].matches.as_ref().expect("match").attributes[0];
+    assert_eq!(cancelled.equals.as_deref(), Some("CANCELLED"));
+}
+
+#[test]
+fn one_change_type_may_map_to_several_events_when_all_but_one_have_match() {
+    let mut v = lifecycle();
+    let mut order = v["spec"]["relay"]["events"][0].clone();
+    order["detailType"] = json!("OrderPlaced");
+    order["match"] = json!({"keyPrefix": [{"key": "id", "prefix": "ORDER#"}]});
+    v["spec"]["relay"]["events"]
+        .as_array_mut()
+        .expect("events")
+        .insert(0, order);
+    assert_eq!(errors_of(v.clone()), vec![]);
+    // Two entries for INSERT without match: the second could never apply.
+    v["spec"]["relay"]["events"][0]
+        .as_object_mut()
+        .expect("entry")
+        .remove("match");
+    let errors = assert_rejected(v, "spec.relay.events");
+    assert!(
+        errors.iter().any(|e| e.message.contains("without match")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn an_empty_match_and_an_ambiguous_attribute_condition_are_rejected() {
+    let mut v = single_table();
+    v["spec"]["relay"]["events"][0]["match"] = json!({});
+    let errors = assert_rejected(v, "spec.relay.events[0].match");
+    assert!(
+        errors.iter().any(|e| e.message.contains("at least one")),
+        "{errors:?}"
+    );
+
+    let mut v = single_table();
+    v["spec"]["relay"]["events"][2]["match"]["attributes"][0]["exists"] = json!(true);
+    let errors = assert_rejected(v, "spec.relay.events[2].match.attributes[0]");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("exactly one of equals or exists")),
+        "{errors:?}"
+    );
+
+    let mut v = single_table();
+    v["spec"]["relay"]["events"][1]["match"]["keyPrefix"] =
+        json!([{"key": "sk", "prefix": "A"}, {"key": "sk", "prefix": "B"}]);
+    assert_rejected(v, "one prefix per key");
+
+    let mut v = single_table();
+    v["spec"]["relay"]["events"][1]["match"]["keyPrefix"][0]["prefix"] = json!("");
+    assert_rejected(v, "spec.relay.events[1].match.keyPrefix[0].prefix");
+}
+
+#[test]
+fn fields_take_exactly_one_list_and_need_an_image_payload() {
+    let mut v = single_table();
+    v["spec"]["relay"]["events"][0]["fields"]["exclude"] = json!(["gsi1pk"]);
+    let errors = assert_rejected(v, "spec.relay.events[0].fields");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("exactly one of include or exclude")),
+        "{errors:?}"
+    );
+
+    let mut v = single_table();
+    v["spec"]["relay"]["events"][0]["fields"] = json!({"include": []});
+    assert_rejected(v, "spec.relay.events[0].fields.include");
+
+    let mut v = single_table();
+    v["spec"]["relay"]["events"][0]["payload"] = json!("keys");
+    let errors = assert_rejected(v, "spec.relay.events[0].fields");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("payload newImage or oldImage")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn more_than_twenty_event_entries_are_rejected() {
+    let mut v = single_table();
+    let entry = v["spec"]["relay"]["events"][1].clone();
+    let events: Vec<Value> = (0..21)
+        .map(|i| {
+            let mut e = entry.clone();
+            e["match"]["keyPrefix"][0]["prefix"] = json!(format!("ORDER#{i:02}"));
+            e
+        })
+        .collect();
+    v["spec"]["relay"]["events"] = json!(events.clone());
+    assert_rejected(v.clone(), "spec.relay.events");
+    v["spec"]["relay"]["events"] = json!(events[..20].to_vec());
+    assert_eq!(errors_of(v), vec![]);
+}

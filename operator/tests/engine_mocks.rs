@@ -138,12 +138,12 @@ fn function_config(w: &World, state: &str) -> aws_sdk_lambda::types::FunctionCon
     let zip = std::fs::read(fixtures().join("x86_64/relay/bootstrap.zip")).unwrap();
     let env = outbox_contract::RelayConfig {
         bus_name: "orders".into(),
-        events: vec![outbox_contract::EventMapping {
-            change: outbox_contract::ChangeType::Insert,
-            source: "shop".into(),
-            detail_type: "OrderPlaced".into(),
-            payload: outbox_contract::Payload::NewImage,
-        }],
+        events: vec![outbox_contract::EventMapping::new(
+            outbox_contract::ChangeType::Insert,
+            "shop",
+            "OrderPlaced",
+            outbox_contract::Payload::NewImage,
+        )],
         request_size_limit_bytes: 262_144,
         pipeline: None,
     }

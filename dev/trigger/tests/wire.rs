@@ -193,11 +193,8 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
         "the table's stream"
     );
 
-    let mapping = |change, detail_type: &str, payload| EventMapping {
-        change,
-        source: source.clone(),
-        detail_type: detail_type.into(),
-        payload,
+    let mapping = |change, detail_type: &str, payload| {
+        EventMapping::new(change, &source, detail_type, payload)
     };
     let config = RelayConfig {
         bus_name: bus_name.clone(),

@@ -12,7 +12,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use routing::{AttributeCondition, Fields, Image, KeyPrefix, RecordMatch};
+
 pub mod redact;
+pub mod routing;
 pub mod startup;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -107,7 +110,9 @@ impl fmt::Display for Payload {
     }
 }
 
-/// One mapping from a stream change type to the event the relay publishes.
+/// One mapping from a stream change type (and, optionally, conditions on the record) to the
+/// event the relay publishes. The relay tries the entries in order; the first whose change type
+/// and conditions match wins, and a record no entry matches is skipped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventMapping {
@@ -115,6 +120,54 @@ pub struct EventMapping {
     pub source: String,
     pub detail_type: String,
     pub payload: Payload,
+    /// Conditions on the record; absent: every record of the change type.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<RecordMatch>,
+    /// Which attributes the event's item carries; absent: the whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Fields>,
+}
+
+impl EventMapping {
+    /// A mapping of every record of `change`, publishing the whole payload (today's default).
+    pub fn new(change: ChangeType, source: &str, detail_type: &str, payload: Payload) -> Self {
+        EventMapping {
+            change,
+            source: source.to_owned(),
+            detail_type: detail_type.to_owned(),
+            payload,
+            matches: None,
+            fields: None,
+        }
+    }
+
+    /// The image the entry's attribute conditions read: the image it publishes, and for a
+    /// `keys` payload the image the change carries (NewImage for INSERT and MODIFY, OldImage
+    /// for REMOVE).
+    pub fn condition_image(&self) -> Image {
+        match (self.payload, self.change) {
+            (Payload::NewImage, _) => Image::New,
+            (Payload::OldImage, _) => Image::Old,
+            (Payload::Keys, ChangeType::Remove) => Image::Old,
+            (Payload::Keys, _) => Image::New,
+        }
+    }
+
+    /// True when this entry takes every record `later` would take (so `later` can never match).
+    pub fn shadows(&self, later: &EventMapping) -> bool {
+        let any = RecordMatch::default();
+        let reads_attributes = self
+            .matches
+            .as_ref()
+            .is_some_and(|m| !m.attributes.is_empty());
+        self.change == later.change
+            && (!reads_attributes || self.condition_image() == later.condition_image())
+            && self
+                .matches
+                .as_ref()
+                .unwrap_or(&any)
+                .covers(later.matches.as_ref().unwrap_or(&any))
+    }
 }
 
 /// The relay's whole configuration, carried in its environment.
@@ -198,8 +251,9 @@ impl RelayConfig {
         Ok(config)
     }
 
-    /// Checks the rules the relay relies on: at least one mapping, each change type once,
-    /// non-empty source and detail type, a size limit PutEvents can honour.
+    /// Checks the rules the relay relies on: one to [`routing::MAX_EVENT_MAPPINGS`] mappings,
+    /// none that an earlier one shadows (so each can match some record), well-formed conditions
+    /// and field lists, non-empty source and detail type, a size limit PutEvents can honour.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.events.is_empty() {
             return Err(ConfigError::Invalid {
@@ -207,11 +261,29 @@ impl RelayConfig {
                 reason: "at least one event mapping is required".into(),
             });
         }
+        if self.events.len() > routing::MAX_EVENT_MAPPINGS {
+            return Err(ConfigError::Invalid {
+                var: env::EVENTS,
+                reason: format!(
+                    "at most {} event mappings are allowed",
+                    routing::MAX_EVENT_MAPPINGS
+                ),
+            });
+        }
         for (i, m) in self.events.iter().enumerate() {
-            if self.events[..i].iter().any(|o| o.change == m.change) {
+            if let Some(j) = self.events[..i].iter().position(|o| o.shadows(m)) {
                 return Err(ConfigError::Invalid {
                     var: env::EVENTS,
-                    reason: format!("change type {} is mapped more than once", m.change),
+                    reason: format!(
+                        "change type {} is mapped more than once and entry {i} can never match: entry {j} before it takes every record it would",
+                        m.change
+                    ),
+                });
+            }
+            if let Some(problem) = Self::entry_problem(m) {
+                return Err(ConfigError::Invalid {
+                    var: env::EVENTS,
+                    reason: format!("entry {i} ({}): {problem}", m.change),
                 });
             }
             if m.source.trim().is_empty() || m.detail_type.trim().is_empty() {
@@ -250,9 +322,28 @@ impl RelayConfig {
         Ok(())
     }
 
-    /// The mapping for a change type, if one is configured.
+    /// Why an entry's conditions or field list cannot be used, if they cannot.
+    fn entry_problem(m: &EventMapping) -> Option<String> {
+        if let Some(problem) = m.matches.as_ref().and_then(RecordMatch::problem) {
+            return Some(problem);
+        }
+        match &m.fields {
+            Some(_) if m.payload == Payload::Keys => Some(
+                "fields needs payload newImage or oldImage (a keys payload holds only keys)".into(),
+            ),
+            Some(f) => f.problem(),
+            None => None,
+        }
+    }
+
+    /// The first mapping for a change type, if one is configured (whatever its conditions).
     pub fn mapping(&self, change: ChangeType) -> Option<&EventMapping> {
         self.events.iter().find(|m| m.change == change)
+    }
+
+    /// The mappings a record of `change` may match, in the order the relay tries them.
+    pub fn candidates(&self, change: ChangeType) -> impl Iterator<Item = &EventMapping> {
+        self.events.iter().filter(move |m| m.change == change)
     }
 }
 
@@ -316,18 +407,18 @@ mod tests {
         RelayConfig {
             bus_name: "orders".into(),
             events: vec![
-                EventMapping {
-                    change: ChangeType::Insert,
-                    source: "myapp.users".into(),
-                    detail_type: "UserCreated".into(),
-                    payload: Payload::NewImage,
-                },
-                EventMapping {
-                    change: ChangeType::Remove,
-                    source: "myapp.users".into(),
-                    detail_type: "UserDeleted".into(),
-                    payload: Payload::OldImage,
-                },
+                EventMapping::new(
+                    ChangeType::Insert,
+                    "myapp.users",
+                    "UserCreated",
+                    Payload::NewImage,
+                ),
+                EventMapping::new(
+                    ChangeType::Remove,
+                    "myapp.users",
+                    "UserDeleted",
+                    Payload::OldImage,
+                ),
             ],
             request_size_limit_bytes: 262_144,
             pipeline: Some("default/users".to_owned()),
@@ -366,6 +457,160 @@ mod tests {
         config.events[1].payload = Payload::NewImage;
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("more than once"), "{err}");
+    }
+
+    fn orders() -> RecordMatch {
+        RecordMatch {
+            key_prefix: vec![KeyPrefix {
+                key: "pk".into(),
+                prefix: "ORDER#".into(),
+            }],
+            attributes: vec![],
+        }
+    }
+
+    #[test]
+    fn a_plain_mapping_is_written_as_before_routing_existed() {
+        let env = sample().to_env();
+        assert_eq!(
+            env[env::EVENTS],
+            r#"[{"change":"INSERT","source":"myapp.users","detailType":"UserCreated","payload":"newImage"},{"change":"REMOVE","source":"myapp.users","detailType":"UserDeleted","payload":"oldImage"}]"#
+        );
+    }
+
+    #[test]
+    fn conditions_and_fields_round_trip_through_the_environment() {
+        let mut config = sample();
+        let mut order = EventMapping::new(
+            ChangeType::Insert,
+            "myapp.orders",
+            "OrderPlaced",
+            Payload::NewImage,
+        );
+        order.matches = Some(orders());
+        order.fields = Some(Fields::Exclude(vec!["email".into()]));
+        config.events.insert(0, order);
+        let env = config.to_env();
+        assert!(
+            env[env::EVENTS].contains(r#""match":{"keyPrefix""#),
+            "{env:?}"
+        );
+        let back = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn one_change_type_may_route_to_several_events_when_conditions_tell_them_apart() {
+        let mut config = sample();
+        let mut order = EventMapping::new(
+            ChangeType::Insert,
+            "myapp.orders",
+            "OrderPlaced",
+            Payload::NewImage,
+        );
+        order.matches = Some(orders());
+        config.events.insert(0, order.clone());
+        config
+            .validate()
+            .expect("conditional entry before a catch-all is fine");
+        // The same entry after the catch-all can never match.
+        config.events.remove(0);
+        config.events.insert(1, order);
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("OUTBOX_EVENTS"), "{err}");
+        assert!(err.to_string().contains("entry 1 can never match"), "{err}");
+    }
+
+    #[test]
+    fn a_narrower_prefix_after_a_wider_one_is_rejected_and_the_reverse_accepted() {
+        let mut wide = EventMapping::new(ChangeType::Insert, "s", "Order", Payload::NewImage);
+        wide.matches = Some(orders());
+        let mut narrow = wide.clone();
+        narrow.detail_type = "EuOrder".into();
+        narrow.matches = Some(RecordMatch {
+            key_prefix: vec![KeyPrefix {
+                key: "pk".into(),
+                prefix: "ORDER#EU".into(),
+            }],
+            attributes: vec![],
+        });
+        let mut config = sample();
+        config.events = vec![wide.clone(), narrow.clone()];
+        assert!(config.validate().is_err());
+        config.events = vec![narrow, wide];
+        config.validate().expect("narrow before wide");
+    }
+
+    #[test]
+    fn attribute_conditions_on_different_images_do_not_shadow_each_other() {
+        let cancelled = |payload| {
+            let mut e = EventMapping::new(ChangeType::Modify, "s", "Cancelled", payload);
+            e.matches = Some(RecordMatch {
+                key_prefix: vec![],
+                attributes: vec![AttributeCondition {
+                    name: "status".into(),
+                    equals: Some("CANCELLED".into()),
+                    exists: None,
+                }],
+            });
+            e
+        };
+        // Was cancelled before the change (old image) vs is cancelled now (new image).
+        let (was, is) = (cancelled(Payload::OldImage), cancelled(Payload::NewImage));
+        assert!(!was.shadows(&is) && !is.shadows(&was));
+        assert!(
+            is.shadows(&cancelled(Payload::Keys)),
+            "keys on MODIFY read NewImage"
+        );
+        // Key prefixes read Keys, whatever the payload.
+        let mut orders_old = EventMapping::new(ChangeType::Modify, "s", "A", Payload::OldImage);
+        orders_old.matches = Some(orders());
+        let mut orders_new = orders_old.clone();
+        orders_new.payload = Payload::NewImage;
+        assert!(orders_old.shadows(&orders_new));
+    }
+
+    #[test]
+    fn malformed_conditions_and_fields_name_the_variable() {
+        let mut config = sample();
+        config.events[0].matches = Some(RecordMatch {
+            key_prefix: vec![],
+            attributes: vec![AttributeCondition {
+                name: "entityType".into(),
+                equals: Some("User".into()),
+                exists: Some(true),
+            }],
+        });
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("OUTBOX_EVENTS"), "{err}");
+        assert!(
+            err.to_string().contains("exactly one of equals or exists"),
+            "{err}"
+        );
+
+        let mut config = sample();
+        config.events[1].payload = Payload::Keys;
+        config.events[1].fields = Some(Fields::Include(vec!["email".into()]));
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("fields needs payload"), "{err}");
+
+        let mut env = sample().to_env();
+        env.insert(
+            env::EVENTS.into(),
+            r#"[{"change":"INSERT","source":"s","detailType":"d","payload":"newImage","match":{"keyPrefx":[]}}]"#.into(),
+        );
+        let err = RelayConfig::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("OUTBOX_EVENTS"), "{err}");
+    }
+
+    #[test]
+    fn attribute_conditions_read_the_published_image_or_the_one_the_change_carries() {
+        let m = |change, payload| EventMapping::new(change, "s", "d", payload).condition_image();
+        assert_eq!(m(ChangeType::Insert, Payload::NewImage), Image::New);
+        assert_eq!(m(ChangeType::Modify, Payload::OldImage), Image::Old);
+        assert_eq!(m(ChangeType::Modify, Payload::Keys), Image::New);
+        assert_eq!(m(ChangeType::Remove, Payload::Keys), Image::Old);
+        assert_eq!(m(ChangeType::Remove, Payload::OldImage), Image::Old);
     }
 
     #[test]

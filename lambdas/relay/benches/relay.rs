@@ -54,11 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bus_name: "bench".into(),
         events: [ChangeType::Insert, ChangeType::Modify]
             .into_iter()
-            .map(|change| EventMapping {
-                change,
-                source: "bench.users".into(),
-                detail_type: "UserChanged".into(),
-                payload: Payload::NewImage,
+            .map(|change| {
+                EventMapping::new(change, "bench.users", "UserChanged", Payload::NewImage)
             })
             .collect(),
         request_size_limit_bytes: DEFAULT_REQUEST_SIZE_LIMIT_BYTES,

@@ -1,4 +1,8 @@
-//! One stream record → one PutEvents entry (pure: no I/O, no clock).
+//! One stream record → one PutEvents entry (pure: no I/O, no clock): the first configured
+//! entry the record matches ([`route::select`]), its item projected to the entry's fields
+//! ([`route::project`]), in the contract's envelope.
+
+pub mod route;
 
 use aws_lambda_events::dynamodb::EventRecord;
 use aws_sdk_eventbridge::primitives::DateTime;
@@ -69,7 +73,8 @@ pub struct Prepared {
 #[derive(Debug)]
 pub enum Disposition {
     Publish(Prepared),
-    /// The record's change type has no mapping: skipped and counted, not an error.
+    /// No entry matches the record (its change type has no mapping, or no entry's conditions
+    /// hold): skipped and counted, not an error.
     Skip(ChangeType),
     /// The record can never be published as it is: the batch stops here.
     Fail(RecordError),
@@ -90,6 +95,14 @@ pub enum RecordError {
     MissingImage {
         change: ChangeType,
         payload: Payload,
+        view_type: String,
+    },
+    #[error(
+        "a mapping for {change} has attribute conditions on the {image} but the record has none (stream view type {view_type})"
+    )]
+    MissingConditionImage {
+        change: ChangeType,
+        image: &'static str,
         view_type: String,
     },
     #[error("the item cannot be written as JSON: {0}")]
@@ -124,7 +137,7 @@ fn try_prepare(
     let sequence_number = sequence_number(record)?;
     let change = ChangeType::from_event_name(&record.event_name)
         .ok_or_else(|| RecordError::UnknownEventName(record.event_name.clone()))?;
-    let Some(mapping) = config.mapping(change) else {
+    let Some(mapping) = route::select(record, change, config)? else {
         return Ok(None);
     };
     let stream_arn = record.event_source_arn.as_deref().unwrap_or_default();
@@ -132,7 +145,11 @@ fn try_prepare(
         .ok_or_else(|| RecordError::BadSourceArn(record.event_source_arn.clone()))?;
     let image = chosen_image(record, change, mapping.payload)?;
     let keys = item_to_raw(&record.change.keys)?;
-    let item = item_to_raw(image)?;
+    let item = item_to_raw(&route::project(
+        image,
+        &record.change.keys,
+        mapping.fields.as_ref(),
+    ))?;
     let item_key = keys.get().to_owned();
 
     let created = record.change.approximate_creation_date_time;

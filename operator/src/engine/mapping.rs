@@ -1,8 +1,9 @@
 //! The event source mapping: the table's stream → the relay.
 //!
 //! Settings come from the spec; FunctionResponseTypes is always [ReportBatchItemFailures];
-//! FilterCriteria is one pattern `{"eventName": [mapped change types]}` so unmapped changes never
-//! invoke (or bill) the relay; DestinationConfig.OnFailure is the spec's destination or the
+//! FilterCriteria is derived from the relay's event entries ([`filter`]: `{"eventName": [mapped
+//! change types]}` for entries without match conditions) so records no entry takes never invoke
+//! (or bill) the relay where a filter can tell; DestinationConfig.OnFailure is the spec's destination or the
 //! failure bucket. A mapping is updated in place; it is recreated only when the stream ARN
 //! changed (a re-enabled stream is a new stream). Existing mappings are found by function and
 //! stream before one is created, so a retried pass never makes a duplicate.
@@ -11,15 +12,17 @@ use aws_sdk_lambda::types::{
     DestinationConfig, EventSourceMappingConfiguration, EventSourcePosition, Filter,
     FilterCriteria, FunctionResponseType, OnFailure,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::crd::{ChangeType, RelaySpec, StartingPosition};
+use crate::crd::{EventMappingSpec, RelaySpec, StartingPosition};
 
 use super::context::Ctx;
 use super::driver::{Applied, Diff, Resource, Writer};
 use super::errors::{AwsResultExt, FoundExt};
 use super::tags::Owner;
 use super::{Component, EngineError, Verb};
+
+pub mod filter;
 
 /// The mapping's settings (what can be updated in place).
 #[derive(Clone, Debug, PartialEq)]
@@ -31,7 +34,8 @@ pub struct Settings {
     pub bisect: bool,
     pub parallelization: i32,
     pub report_batch_item_failures: bool,
-    pub filter: Option<Value>,
+    /// The filter patterns, sorted by their JSON text (AWS keeps no order we rely on).
+    pub filters: Vec<Value>,
     pub on_failure: Option<String>,
 }
 
@@ -40,6 +44,8 @@ pub struct Desired {
     pub stream_arn: Option<String>,
     pub starting_position: StartingPosition,
     pub settings: Settings,
+    /// Why the filter lets through records no entry takes (empty: it is exact).
+    pub filter_widened: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -66,17 +72,10 @@ pub enum Change {
     },
 }
 
-/// The filter pattern for the mapped change types, in INSERT, MODIFY, REMOVE order.
-pub fn filter_pattern(changes: &[ChangeType]) -> Value {
-    let mut names: Vec<ChangeType> = changes.to_vec();
-    names.sort();
-    names.dedup();
-    json!({"eventName": names.iter().map(|c| c.as_str()).collect::<Vec<_>>()})
-}
-
 /// Pure: the mapping the relay spec asks for.
 pub fn desired(r: &RelaySpec, stream_arn: Option<String>, on_failure: String) -> Desired {
-    let changes: Vec<ChangeType> = r.events.iter().map(|e| e.change).collect();
+    let events: Vec<_> = r.events.iter().map(EventMappingSpec::to_contract).collect();
+    let criteria = filter::derive(&events);
     Desired {
         stream_arn,
         starting_position: r.starting_position,
@@ -88,10 +87,22 @@ pub fn desired(r: &RelaySpec, stream_arn: Option<String>, on_failure: String) ->
             bisect: r.bisect_batch_on_function_error,
             parallelization: r.parallelization_factor,
             report_batch_item_failures: true,
-            filter: Some(filter_pattern(&changes)),
+            filters: criteria.patterns,
             on_failure: Some(on_failure),
         },
+        filter_widened: criteria.widened,
     }
+}
+
+/// The filter patterns as `plan` shows them: the JSON texts, and why they are wider than the
+/// entries if they are.
+pub fn describe_filters(d: &Desired) -> String {
+    let patterns: Vec<String> = d.settings.filters.iter().map(Value::to_string).collect();
+    let mut out = format!("filter criteria [{}]", patterns.join(", "));
+    if !d.filter_widened.is_empty() {
+        out.push_str(&format!(" (widened: {})", d.filter_widened.join("; ")));
+    }
+    out
 }
 
 /// The settings every create and update of the mapping sends, written once so that a setting
@@ -134,7 +145,7 @@ fn differences(want: &Settings, have: &Settings) -> Vec<&'static str> {
             "functionResponseTypes",
             want.report_batch_item_failures != have.report_batch_item_failures,
         ),
-        ("filterCriteria", want.filter != have.filter),
+        ("filterCriteria", want.filters != have.filters),
         ("onFailureDestination", want.on_failure != have.on_failure),
     ]
     .into_iter()
@@ -204,12 +215,16 @@ pub fn diff(d: &Desired, observed: &[Observed]) -> Diff<Change> {
 }
 
 fn parse(m: &EventSourceMappingConfiguration) -> Observed {
-    let filter = m
+    let mut filters: Vec<Value> = m
         .filter_criteria()
         .map(|f| f.filters())
-        .and_then(|f| f.first())
-        .and_then(|f| f.pattern())
-        .and_then(|p| serde_json::from_str(p).ok());
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| f.pattern())
+        // A pattern that is not JSON is kept as its text: it differs from every wanted one.
+        .map(|p| serde_json::from_str(p).unwrap_or_else(|_| Value::String(p.to_owned())))
+        .collect();
+    filters.sort_by_key(Value::to_string);
     Observed {
         uuid: m.uuid().unwrap_or_default().to_owned(),
         stream_arn: m.event_source_arn().unwrap_or_default().to_owned(),
@@ -225,7 +240,7 @@ fn parse(m: &EventSourceMappingConfiguration) -> Observed {
             report_batch_item_failures: m
                 .function_response_types()
                 .contains(&FunctionResponseType::ReportBatchItemFailures),
-            filter,
+            filters,
             on_failure: m
                 .destination_config()
                 .and_then(|d| d.on_failure())
@@ -272,13 +287,14 @@ impl Mapping {
 
     fn filter(&self) -> FilterCriteria {
         FilterCriteria::builder()
-            .set_filters(
+            .set_filters(Some(
                 self.desired
                     .settings
-                    .filter
-                    .as_ref()
-                    .map(|f| vec![Filter::builder().pattern(f.to_string()).build()]),
-            )
+                    .filters
+                    .iter()
+                    .map(|f| Filter::builder().pattern(f.to_string()).build())
+                    .collect(),
+            ))
             .build()
     }
 
@@ -394,10 +410,14 @@ impl Resource for Mapping {
             Change::Create => (
                 Verb::Create,
                 format!(
-                    "batch size {}, filter {}",
+                    "batch size {}, {}",
                     s.batch_size,
-                    s.filter.clone().unwrap_or_default()
+                    describe_filters(&self.desired)
                 ),
+            ),
+            Change::Update { what, .. } if what.contains(&"filterCriteria") => (
+                Verb::Update,
+                format!("{}: {}", what.join(", "), describe_filters(&self.desired)),
             ),
             Change::Update { what, .. } => (Verb::Update, what.join(", ")),
         }
@@ -446,6 +466,7 @@ impl Resource for Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn want(stream: &str) -> Desired {
         Desired {
@@ -459,9 +480,10 @@ mod tests {
                 bisect: true,
                 parallelization: 1,
                 report_batch_item_failures: true,
-                filter: Some(filter_pattern(&[ChangeType::Remove, ChangeType::Insert])),
+                filters: vec![json!({"eventName": ["INSERT", "REMOVE"]})],
                 on_failure: Some("arn:aws:s3:::b".into()),
             },
+            filter_widened: vec![],
         }
     }
 
@@ -476,10 +498,72 @@ mod tests {
     }
 
     #[test]
-    fn filter_lists_only_mapped_change_types() {
+    fn observed_filters_in_another_order_are_in_sync_and_a_missing_one_is_repaired() {
+        let mut d = want("s1");
+        d.settings.filters = vec![
+            json!({"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "ORDER#"}]}}}, "eventName": ["MODIFY"]}),
+            json!({"eventName": ["INSERT"]}),
+        ];
+        d.settings.filters.sort_by_key(Value::to_string);
+        let mut criteria = FilterCriteria::builder();
+        for f in d.settings.filters.iter().rev() {
+            criteria = criteria.filters(Filter::builder().pattern(f.to_string()).build());
+        }
+        let aws = EventSourceMappingConfiguration::builder()
+            .uuid("u1")
+            .event_source_arn("s1")
+            .state("Enabled")
+            .batch_size(100)
+            .maximum_batching_window_in_seconds(0)
+            .maximum_retry_attempts(10)
+            .maximum_record_age_in_seconds(86400)
+            .bisect_batch_on_function_error(true)
+            .parallelization_factor(1)
+            .function_response_types(FunctionResponseType::ReportBatchItemFailures)
+            .filter_criteria(criteria.build())
+            .destination_config(
+                DestinationConfig::builder()
+                    .on_failure(OnFailure::builder().destination("arn:aws:s3:::b").build())
+                    .build(),
+            )
+            .build();
+        let o = parse(&aws);
+        assert!(
+            diff(&d, std::slice::from_ref(&o)).changes.is_empty(),
+            "{o:?}"
+        );
+        let mut fewer = o;
+        fewer.settings.filters.pop();
         assert_eq!(
-            filter_pattern(&[ChangeType::Remove, ChangeType::Insert]),
-            json!({"eventName": ["INSERT", "REMOVE"]})
+            diff(&d, &[fewer]).changes,
+            vec![Change::Update {
+                uuid: "u1".into(),
+                what: vec!["filterCriteria"]
+            }]
+        );
+    }
+
+    #[test]
+    fn plan_shows_the_filter_criteria_and_why_they_are_widened() {
+        let mut d = want("s1");
+        d.filter_widened = vec!["exists on \"x\" cannot be expressed".into()];
+        let m = Mapping {
+            function: "relay".into(),
+            desired: d,
+        };
+        let (_, created) = m.describe(&Change::Create);
+        assert!(
+            created.contains(r#"filter criteria [{"eventName":["INSERT","REMOVE"]}]"#),
+            "{created}"
+        );
+        assert!(created.contains("widened: exists on"), "{created}");
+        let (_, updated) = m.describe(&Change::Update {
+            uuid: "u1".into(),
+            what: vec!["filterCriteria"],
+        });
+        assert!(
+            updated.starts_with("filterCriteria: filter criteria ["),
+            "{updated}"
         );
     }
 

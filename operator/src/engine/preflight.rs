@@ -26,6 +26,8 @@ const TAG_KEY_MAX: usize = 128;
 const TAG_VALUE_MAX: usize = 256;
 const STATEMENT_ID_MAX: usize = 100;
 
+mod events;
+
 type Failure = (Component, EngineError);
 
 fn invalid(c: Component, message: String) -> Failure {
@@ -34,6 +36,7 @@ fn invalid(c: Component, message: String) -> Failure {
 
 /// Runs every pre-flight check; the first failure names its component and field.
 pub async fn check(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    events::check(ctx.spec).map_err(|m| invalid(Component::Relay, m))?;
     patterns(ctx)?;
     names(ctx)?;
     tags(ctx)?;

@@ -272,11 +272,17 @@ pub async fn check_pipeline(h: &Harness, p: &OutboxPipeline, cluster: &str, out:
         vec!["ReportBatchItemFailures"]
     );
     let filters = m.filter_criteria().map(|f| f.filters()).unwrap_or_default();
-    assert_eq!(filters.len(), 1);
-    let pattern: serde_json::Value = serde_json::from_str(filters[0].pattern().unwrap()).unwrap();
-    let mut wanted: Vec<&str> = r.events.iter().map(|e| e.change.as_str()).collect();
-    wanted.sort();
-    assert_eq!(pattern, serde_json::json!({"eventName": wanted}));
+    if r.events.iter().all(|e| e.matches.is_none()) {
+        assert_eq!(filters.len(), 1);
+        let pattern: serde_json::Value =
+            serde_json::from_str(filters[0].pattern().unwrap()).unwrap();
+        let mut wanted: Vec<&str> = r.events.iter().map(|e| e.change.as_str()).collect();
+        wanted.sort();
+        assert_eq!(pattern, serde_json::json!({"eventName": wanted}));
+    } else {
+        // Routed entries: the single-table tests check the exact patterns.
+        assert!(!filters.is_empty() && filters.len() <= 5, "{filters:?}");
+    }
     assert_eq!(
         m.destination_config()
             .and_then(|d| d.on_failure())

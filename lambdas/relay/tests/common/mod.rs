@@ -38,11 +38,8 @@ pub fn config(events: &[(ChangeType, &str, Payload)], limit: usize) -> RelayConf
         bus_name: "outbox-bus".into(),
         events: events
             .iter()
-            .map(|(change, detail_type, payload)| EventMapping {
-                change: *change,
-                source: "myapp.users".into(),
-                detail_type: (*detail_type).into(),
-                payload: *payload,
+            .map(|(change, detail_type, payload)| {
+                EventMapping::new(*change, "myapp.users", detail_type, *payload)
             })
             .collect(),
         request_size_limit_bytes: limit,

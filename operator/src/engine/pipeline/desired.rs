@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use outbox_contract::{EventMapping, RelayConfig};
+use outbox_contract::RelayConfig;
 
-use crate::crd::{ConsumerSpec, OutboxPipelineSpec};
+use crate::crd::{ConsumerSpec, EventMappingSpec, OutboxPipelineSpec};
 use crate::engine::context::{AwsEnv, Ctx};
 use crate::engine::names::Names;
 use crate::engine::{
@@ -165,12 +165,7 @@ fn relay_env(i: &Inputs<'_>) -> BTreeMap<String, String> {
         events: relay
             .events
             .iter()
-            .map(|e| EventMapping {
-                change: e.change,
-                source: e.source.clone(),
-                detail_type: e.detail_type.clone(),
-                payload: e.payload,
-            })
+            .map(EventMappingSpec::to_contract)
             .collect(),
         request_size_limit_bytes: usize::try_from(relay.request_size_limit_bytes)
             .unwrap_or(outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES),
