@@ -224,6 +224,7 @@ async fn each_entity_of_one_table_reaches_its_consumer_as_its_own_event_with_onl
         bus_name: bus_name.clone(),
         events: single_table_events(),
         request_size_limit_bytes: outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES,
+        pipeline: None,
     };
     config.validate().expect("valid");
     let relay = Relay::new(config, events.clone(), RetryPolicy::default());

@@ -63,6 +63,7 @@ fn single_table() -> RelayConfig {
         bus_name: "outbox-bus".into(),
         events: vec![user, placed, cancelled],
         request_size_limit_bytes: 262_144,
+        pipeline: None,
     };
     config.validate().expect("valid");
     config

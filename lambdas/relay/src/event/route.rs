@@ -160,6 +160,7 @@ mod tests {
             bus_name: "b".into(),
             events,
             request_size_limit_bytes: 262_144,
+            pipeline: None,
         };
         c.validate().expect("valid");
         c

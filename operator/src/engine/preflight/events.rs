@@ -32,6 +32,7 @@ pub fn check(spec: &OutboxPipelineSpec) -> Result<(), String> {
         bus_name: "-".into(),
         events,
         request_size_limit_bytes: outbox_contract::DEFAULT_REQUEST_SIZE_LIMIT_BYTES,
+        pipeline: None,
     }
     .validate()
     .map_err(|e| match e {
