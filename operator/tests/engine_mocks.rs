@@ -145,7 +145,7 @@ fn function_config(w: &World, state: &str) -> aws_sdk_lambda::types::FunctionCon
             outbox_contract::Payload::NewImage,
         )],
         request_size_limit_bytes: 262_144,
-        pipeline: None,
+        pipeline: Some(w.names.pipeline()),
     }
     .to_env();
     FunctionConfiguration::builder()
