@@ -187,7 +187,7 @@ impl Relay {
                 }
                 Disposition::Skip(change) => {
                     report.skipped += 1;
-                    tracing::debug!(%change, "no mapping for change type: record skipped");
+                    tracing::debug!(%change, "no relay.events entry matches the record: skipped");
                 }
                 Disposition::Fail(reason) => {
                     tracing::error!(
