@@ -22,8 +22,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the OutboxPipeline CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (OutboxPipeline unless named).
+    Crd {
+        /// Which CRD: outboxpipelines (default) or outboxaccounts.
+        #[arg(value_enum, default_value_t = CrdKind::Outboxpipelines)]
+        kind: CrdKind,
+    },
     #[command(flatten)]
     Manifests(ManifestCommand),
     /// Run the Kubernetes controller
@@ -98,6 +102,13 @@ pub struct LogArgs {
     pub format: LogFormat,
 }
 
+/// The CRDs `crd` prints.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CrdKind {
+    Outboxpipelines,
+    Outboxaccounts,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,
@@ -126,8 +137,11 @@ pub const EXIT_CHANGES_PENDING: i32 = 2;
 /// Runs the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Crd => {
-            print!("{}", crate::crd_yaml()?);
+        Command::Crd { kind } => {
+            match kind {
+                CrdKind::Outboxpipelines => print!("{}", crate::crd_yaml()?),
+                CrdKind::Outboxaccounts => print!("{}", crate::account_crd_yaml()?),
+            }
             Ok(EXIT_OK)
         }
         Command::Manifests(command) => command.run().await,

@@ -256,6 +256,8 @@ pub async fn run_controller<R: Reconciler>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changes_that_matter(), PredicateConfig::default());
+    // OutboxAccounts: their roles assumed, their status written, alongside the pipelines.
+    let accounts = tokio::spawn(super::run_accounts(ctx.clone(), stop.clone()));
     Controller::for_stream(triggers, reader)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stop)
@@ -272,6 +274,9 @@ pub async fn run_controller<R: Reconciler>(
             }
         })
         .await;
+    if let Err(e) = accounts.await {
+        warn!(error = %e, "the OutboxAccount controller stopped abnormally");
+    }
 }
 
 /// What wakes a pipeline's reconcile: a change of generation (spec, deletion), annotations

@@ -19,6 +19,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus};
 
+pub mod account;
 pub mod alarm;
 pub mod artifacts;
 pub mod bucket;
@@ -268,10 +269,17 @@ pub struct Engine {
     source: ClientSource,
     config: EngineConfig,
     hooks: Hooks,
-    /// Clients by (region, read-only).
-    cache: Mutex<HashMap<(Option<String>, bool), AwsClients>>,
+    /// Clients by (account, region, read-only); account None is the operator's own.
+    cache: Mutex<HashMap<ClientKey, AwsClients>>,
     artifacts: Arc<artifacts::Artifacts>,
+    /// The accounts pipelines may name in `spec.accountRef`, by name.
+    accounts: Mutex<HashMap<String, account::AssumeRole>>,
+    /// One SDK configuration (one assume-role provider and credentials cache) per account.
+    assumed: Mutex<HashMap<account::AssumeRole, aws_config::SdkConfig>>,
 }
+
+/// (account, region, read-only).
+type ClientKey = (Option<account::AssumeRole>, Option<String>, bool);
 
 impl Engine {
     /// An engine whose clients come from `sdk`; a pipeline's `spec.region` selects clients for
@@ -283,6 +291,8 @@ impl Engine {
             hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
             artifacts: Arc::default(),
+            accounts: Mutex::default(),
+            assumed: Mutex::default(),
         }
     }
 
@@ -295,6 +305,8 @@ impl Engine {
             hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
             artifacts: Arc::default(),
+            accounts: Mutex::default(),
+            assumed: Mutex::default(),
         }
     }
 
@@ -340,7 +352,22 @@ impl Engine {
     }
 
     fn cached_clients(&self, region: Option<&str>, read_only: bool) -> AwsClients {
-        let key = (region.map(str::to_owned), read_only);
+        self.cached_clients_in(None, region, read_only)
+    }
+
+    /// The clients of the operator's account (`assumed` None) or of an account reached through
+    /// its assumed-role SDK configuration, built once per (account, region, read-only).
+    fn cached_clients_in(
+        &self,
+        assumed: Option<(&account::AssumeRole, &aws_config::SdkConfig)>,
+        region: Option<&str>,
+        read_only: bool,
+    ) -> AwsClients {
+        let key = (
+            assumed.map(|(t, _)| t.clone()),
+            region.map(str::to_owned),
+            read_only,
+        );
         if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return c;
         }
@@ -349,10 +376,11 @@ impl Engine {
         } else {
             self.hooks.clone()
         };
-        let clients = match &self.source {
-            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, &hooks),
-            ClientSource::Fixed(c) if hooks.is_empty() => c.clone(),
-            ClientSource::Fixed(c) => c.with_hooks(&hooks),
+        let clients = match (&self.source, assumed) {
+            (_, Some((_, sdk))) => AwsClients::build(sdk, region, &hooks),
+            (ClientSource::Sdk(sdk), None) => AwsClients::build(sdk, region, &hooks),
+            (ClientSource::Fixed(c), None) if hooks.is_empty() => c.clone(),
+            (ClientSource::Fixed(c), None) => c.with_hooks(&hooks),
         };
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(key, clients.clone());
@@ -360,17 +388,9 @@ impl Engine {
         clients
     }
 
-    fn clients_of(&self, pipeline: &OutboxPipeline) -> AwsClients {
-        self.clients_for(pipeline.spec.region.as_deref())
-    }
-
-    fn read_only_clients_of(&self, pipeline: &OutboxPipeline) -> AwsClients {
-        self.read_only_clients_for(pipeline.spec.region.as_deref())
-    }
-
     /// Observes AWS and returns what a reconcile would change now. Changes nothing.
     pub async fn plan(&self, pipeline: &OutboxPipeline) -> Result<Plan, EngineError> {
-        let clients = self.read_only_clients_of(pipeline);
+        let clients = self.pipeline_clients(pipeline, true).await?;
         let outcome = pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false).await;
         match outcome.error {
             Some(e) => Err(e),
@@ -384,7 +404,10 @@ impl Engine {
     /// plane's health (read calls only; `status.dataPlane` and the Healthy condition). Never
     /// sleeps: a step that must wait reports Progressing and sets `requeue_after`.
     pub async fn reconcile(&self, pipeline: &OutboxPipeline) -> Outcome {
-        let clients = self.clients_of(pipeline);
+        let clients = match self.pipeline_clients(pipeline, false).await {
+            Ok(c) => c,
+            Err(e) => return pipeline::refused(pipeline, e),
+        };
         let mut outcome =
             pipeline::run(&clients, &self.config, &self.artifacts, pipeline, true).await;
         health::check(
@@ -399,7 +422,7 @@ impl Engine {
 
     /// One delete pass in reverse creation order, honouring deletion policies.
     pub async fn delete(&self, pipeline: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
-        let clients = self.clients_of(pipeline);
+        let clients = self.pipeline_clients(pipeline, false).await?;
         pipeline::delete(&clients, &self.config, &self.artifacts, pipeline).await
     }
 
@@ -410,7 +433,10 @@ impl Engine {
         &self,
         pipeline: &OutboxPipeline,
     ) -> Result<OutboxPipelineStatus, EngineError> {
-        let clients = self.read_only_clients_of(pipeline);
+        let clients = match self.pipeline_clients(pipeline, true).await {
+            Ok(c) => c,
+            Err(e) => return Ok(pipeline::refused(pipeline, e).status),
+        };
         let mut status = pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false)
             .await
             .status;
@@ -432,6 +458,22 @@ impl Reconciler for Engine {
         pipeline: &OutboxPipeline,
     ) -> impl std::future::Future<Output = Result<DeleteOutcome, EngineError>> + Send {
         Engine::delete(self, pipeline)
+    }
+
+    fn assume(
+        &self,
+        target: &account::AssumeRole,
+    ) -> impl std::future::Future<Output = Result<account::AssumedIdentity, EngineError>> + Send
+    {
+        self.account_identity(target)
+    }
+
+    fn set_account(&self, target: account::AssumeRole) {
+        Engine::set_account(self, target);
+    }
+
+    fn forget_account(&self, name: &str) {
+        Engine::forget_account(self, name);
     }
 }
 
@@ -567,4 +609,20 @@ pub trait Reconciler: Send + Sync + 'static {
         &self,
         pipeline: &OutboxPipeline,
     ) -> impl std::future::Future<Output = Result<DeleteOutcome, EngineError>> + Send;
+    /// Assumes an OutboxAccount's role and says who that is (its status).
+    fn assume(
+        &self,
+        target: &account::AssumeRole,
+    ) -> impl std::future::Future<Output = Result<account::AssumedIdentity, EngineError>> + Send
+    {
+        let error = errors::internal(
+            "assume",
+            format!("this reconciler cannot assume {}", target.role_arn),
+        );
+        async move { Err(error) }
+    }
+    /// Makes an account usable by the pipelines that name it (once its role was assumed).
+    fn set_account(&self, _target: account::AssumeRole) {}
+    /// Forgets an account (not Ready, or gone).
+    fn forget_account(&self, _name: &str) {}
 }
