@@ -160,7 +160,7 @@ pub async fn run_with<R: Reconciler>(
         None => {
             readiness.set(true);
             ctx.metrics.set_leader(true);
-            run_controller(&client, &config, ctx, shutdown.clone()).await;
+            run_controllers(&client, &config, ctx, shutdown.clone()).await;
             Ok(())
         }
         Some(election) => {
@@ -224,7 +224,7 @@ async fn lead_and_run<R: Reconciler>(
     let metrics = ctx.metrics.clone();
     let result = follow_leadership(&mut leading, shutdown, |stop| {
         metrics.set_leader(true);
-        run_controller(client, config, ctx.clone(), stop)
+        run_controllers(client, config, ctx.clone(), stop)
     })
     .await;
     ctx.metrics.set_leader(false);
@@ -256,8 +256,6 @@ pub async fn run_controller<R: Reconciler>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changes_that_matter(), PredicateConfig::default());
-    // OutboxAccounts: their roles assumed, their status written, alongside the pipelines.
-    let accounts = tokio::spawn(super::run_accounts(ctx.clone(), stop.clone()));
     Controller::for_stream(triggers, reader)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stop)
@@ -274,9 +272,20 @@ pub async fn run_controller<R: Reconciler>(
             }
         })
         .await;
-    if let Err(e) = accounts.await {
-        warn!(error = %e, "the OutboxAccount controller stopped abnormally");
-    }
+}
+
+/// The pipelines' controller ([`run_controller`]) and the OutboxAccounts' (their roles assumed,
+/// their status written) side by side, until `stop` fires.
+pub async fn run_controllers<R: Reconciler>(
+    client: &Client,
+    config: &Config,
+    ctx: Arc<Context<R>>,
+    stop: Trigger,
+) {
+    futures::join!(
+        run_controller(client, config, ctx.clone(), stop.clone()),
+        super::run_accounts(ctx, stop)
+    );
 }
 
 /// What wakes a pipeline's reconcile: a change of generation (spec, deletion), annotations
