@@ -456,3 +456,97 @@ async fn a_role_sts_refuses_is_named_with_the_sts_error_in_the_account_and_the_p
         "{ready:?}"
     );
 }
+
+/// The CLI binary with the emulator's environment.
+fn cli(args: &[&str], ep: &str, cluster: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_outbox-operator"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", ep)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_PROFILE")
+        .env("OUTBOX_CLUSTER_ID", cluster)
+        .env("OUTBOX_ARTIFACTS_DIR", common::fixtures())
+        .output()
+        .expect("run outbox-operator")
+}
+
+fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn the_cli_plans_applies_and_deletes_in_another_account_with_account_role_arn() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("cli");
+    let cluster = format!("cl-{id}");
+    let account = account_id(&id);
+    let t = target("cli", &account);
+    let name = format!("xcli-{id}");
+    let manifest = std::fs::read_to_string(format!(
+        "{}/../examples/user-created.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace(
+        "name: user-created\n  namespace",
+        &format!("name: {name}\n  namespace"),
+    )
+    .replace("name: users", &format!("name: {name}-bus"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, &manifest).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let role = t.role_arn.clone();
+    let flags = [
+        "--account-role-arn",
+        role.as_str(),
+        "--external-id",
+        "ext-id-of-the-test",
+    ];
+
+    let plan = cli(
+        &[&["plan", "-f", &file, "--exit-code"][..], &flags].concat(),
+        &ep,
+        &cluster,
+    );
+    assert_eq!(plan.status.code(), Some(2), "{}", out_text(&plan));
+    let apply = cli(
+        &[&["apply", "-f", &file, "--timeout", "2m"][..], &flags].concat(),
+        &ep,
+        &cluster,
+    );
+    assert_eq!(apply.status.code(), Some(0), "{}", out_text(&apply));
+
+    let p = {
+        let mut p: OutboxPipeline = outbox_operator::manifest::parse_documents("p", &manifest)
+            .unwrap()
+            .remove(0)
+            .pipeline;
+        p.spec.account_ref = Some(AccountRef { name: "cli".into() });
+        p
+    };
+    let names = Names::new(&cluster, &p);
+    let there = clients_in(&ep, &t).await;
+    let home = AwsClients::from_conf(&emulator_sdk(&ep).await);
+    assert!(
+        table_in(&there, &names.table).await,
+        "created in account {account}"
+    );
+    assert!(!table_in(&home, &names.table).await, "and only there");
+
+    let del = cli(
+        &[&["delete", "-f", &file, "--timeout", "2m"][..], &flags].concat(),
+        &ep,
+        &cluster,
+    );
+    assert_eq!(del.status.code(), Some(0), "{}", out_text(&del));
+    assert!(!function_in(&there, &names.relay_function).await);
+}

@@ -168,6 +168,39 @@ impl super::Engine {
         self.accounts.lock().ok()?.get(name).cloned()
     }
 
+    /// The clients of the operator's account (`assumed` None) or of an account reached through
+    /// its assumed-role SDK configuration, built once per (account, region, read-only).
+    pub(super) fn cached_clients_in(
+        &self,
+        assumed: Option<(&AssumeRole, &aws_config::SdkConfig)>,
+        region: Option<&str>,
+        read_only: bool,
+    ) -> super::AwsClients {
+        let key = (
+            assumed.map(|(t, _)| t.clone()),
+            region.map(str::to_owned),
+            read_only,
+        );
+        if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return c;
+        }
+        let hooks = if read_only {
+            self.hooks.read_only()
+        } else {
+            self.hooks.clone()
+        };
+        let clients = match (&self.source, assumed) {
+            (_, Some((_, sdk))) => super::AwsClients::build(sdk, region, &hooks),
+            (super::ClientSource::Sdk(sdk), None) => super::AwsClients::build(sdk, region, &hooks),
+            (super::ClientSource::Fixed(c), None) if hooks.is_empty() => c.clone(),
+            (super::ClientSource::Fixed(c), None) => c.with_hooks(&hooks),
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key, clients.clone());
+        }
+        clients
+    }
+
     /// The SDK configuration of an account, built once (one provider, one credentials cache).
     async fn assumed_config(&self, target: &AssumeRole) -> Option<aws_config::SdkConfig> {
         let super::ClientSource::Sdk(base) = &self.source else {

@@ -355,39 +355,6 @@ impl Engine {
         self.cached_clients_in(None, region, read_only)
     }
 
-    /// The clients of the operator's account (`assumed` None) or of an account reached through
-    /// its assumed-role SDK configuration, built once per (account, region, read-only).
-    fn cached_clients_in(
-        &self,
-        assumed: Option<(&account::AssumeRole, &aws_config::SdkConfig)>,
-        region: Option<&str>,
-        read_only: bool,
-    ) -> AwsClients {
-        let key = (
-            assumed.map(|(t, _)| t.clone()),
-            region.map(str::to_owned),
-            read_only,
-        );
-        if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return c;
-        }
-        let hooks = if read_only {
-            self.hooks.read_only()
-        } else {
-            self.hooks.clone()
-        };
-        let clients = match (&self.source, assumed) {
-            (_, Some((_, sdk))) => AwsClients::build(sdk, region, &hooks),
-            (ClientSource::Sdk(sdk), None) => AwsClients::build(sdk, region, &hooks),
-            (ClientSource::Fixed(c), None) if hooks.is_empty() => c.clone(),
-            (ClientSource::Fixed(c), None) => c.with_hooks(&hooks),
-        };
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key, clients.clone());
-        }
-        clients
-    }
-
     /// Observes AWS and returns what a reconcile would change now. Changes nothing.
     pub async fn plan(&self, pipeline: &OutboxPipeline) -> Result<Plan, EngineError> {
         let clients = self.pipeline_clients(pipeline, true).await?;
