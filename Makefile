@@ -40,7 +40,8 @@ lint: ## rustfmt check and clippy with warnings denied
 .PHONY: crd
 crd: ## regenerate crds/outboxpipelines.yaml (and the chart's copy) from the Rust types
 	cargo run -q -p outbox-operator -- crd > crds/outboxpipelines.yaml
-	if [ -d charts/outbox-operator/crds ]; then cp crds/outboxpipelines.yaml charts/outbox-operator/crds/; fi
+	cargo run -q -p outbox-operator -- crd outboxaccounts > crds/outboxaccounts.yaml
+	if [ -d charts/outbox-operator/crds ]; then cp crds/outboxpipelines.yaml crds/outboxaccounts.yaml charts/outbox-operator/crds/; fi
 
 .PHONY: lambdas
 lambdas: venv ## build the writer, relay and consumer zips into $(ARTIFACTS)/<arch>/<function>/bootstrap.zip

@@ -12,7 +12,10 @@ use crate::crd::{ConditionType, DataPlaneStatus, OutboxPipeline, OutboxPipelineS
 use crate::engine::{AwsAction, Engine, Outcome};
 use crate::manifest::{self, Document};
 
+#[path = "cli/accounts.rs"]
+mod accounts;
 pub mod replay;
+use accounts::cli_accounts;
 
 /// Kubernetes operator and standalone CLI for a lossless transactional outbox on AWS.
 #[derive(Debug, Parser)]
@@ -24,10 +27,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the OutboxPipeline CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (OutboxPipeline unless named).
+    Crd {
+        /// Which CRD: outboxpipelines (default) or outboxaccounts.
+        #[arg(value_enum, default_value_t = CrdKind::Outboxpipelines)]
+        kind: CrdKind,
+    },
     #[command(flatten)]
-    Manifests(ManifestCommand),
+    Manifests(Box<ManifestCommand>),
     /// Run the Kubernetes controller
     Run(Box<crate::config::RunArgs>),
     /// Republish the batches parked in a pipeline's failure destination through the relay's
@@ -55,6 +62,9 @@ pub struct Files {
     /// input. A pipeline (namespace/name) may appear once across all of them.
     #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
     pub files: Vec<String>,
+
+    #[command(flatten)]
+    pub account: accounts::AccountFlags,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +113,13 @@ pub struct LogArgs {
     pub format: LogFormat,
 }
 
+/// The CRDs `crd` prints.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CrdKind {
+    Outboxpipelines,
+    Outboxaccounts,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,
@@ -131,8 +148,11 @@ pub const EXIT_CHANGES_PENDING: i32 = 2;
 /// Runs the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Crd => {
-            print!("{}", crate::crd_yaml()?);
+        Command::Crd { kind } => {
+            match kind {
+                CrdKind::Outboxpipelines => print!("{}", crate::crd_yaml()?),
+                CrdKind::Outboxaccounts => print!("{}", crate::account_crd_yaml()?),
+            }
             Ok(EXIT_OK)
         }
         Command::Manifests(command) => command.run().await,
@@ -188,7 +208,14 @@ async fn prepare(
         eprintln!("error: {e}");
         return None;
     }
-    let docs = load(files)?;
+    let mut docs = load(files)?;
+    let accounts = match cli_accounts(files, &mut docs) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
     let mut config = args.engine_config();
     let cwd = std::env::current_dir().unwrap_or_default();
     let artifacts = crate::config::cli_artifacts_dir(
@@ -202,6 +229,7 @@ async fn prepare(
     config.artifacts_dir = artifacts.path;
     let sdk = crate::engine::aws_sdk_config(args.region(), args.endpoint_url()).await;
     let engine = Engine::new(&sdk, config);
+    accounts::register(&engine, accounts).await?;
     for warning in warnings {
         eprintln!("warning: {warning}");
     }

@@ -13,10 +13,12 @@ pub use outbox_contract::{ChangeType, Payload};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod account;
 mod consumer;
 mod events;
 mod monitoring;
 mod status;
+pub use account::*;
 pub use consumer::*;
 pub use events::*;
 pub use monitoring::*;
@@ -90,10 +92,18 @@ pub const FINALIZER: &str = "outbox.dev/cleanup";
         .field_path(".relay.events"),
     validation = Rule::new("self.table.streamViewType != 'KEYS_ONLY' || self.relay.events.all(e, e.payload == 'keys')")
         .message("a KEYS_ONLY stream carries only keys; every payload must be keys")
-        .field_path(".relay.events")
-)]
+        .field_path(".relay.events"),
+    validation = Rule::new("has(self.accountRef) == has(oldSelf.accountRef) && (!has(self.accountRef) || self.accountRef.name == oldSelf.accountRef.name)")
+        .message("field is immutable: moving a pipeline's resources to another account is not a reconcile; create a new pipeline")
+        .field_path(".accountRef"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboxPipelineSpec {
+    /// The OutboxAccount (cluster-scoped) whose role the operator assumes to reconcile this
+    /// pipeline, when its namespace is allowed there. Absent: the operator's own account.
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_ref: Option<AccountRef>,
+
     /// AWS region of every resource of this pipeline (e.g. eu-west-1). When absent, the
     /// operator's AWS configuration decides (AWS_REGION, profile, instance metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +313,16 @@ fn default_delete() -> DeletionPolicy {
 
 /// The EventBridge bus.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!(has(self.name) && has(self.existingArn))")
+        .message("name (a bus the pipeline owns) and existingArn (a bus it does not own) exclude each other")
+        .field_path(".existingArn"),
+    // On the bus, not the field: a rule on an optional field does not run when it is added or
+    // removed. Switching between an owned and an existing bus moves the relay and the rules.
+    validation = Rule::new("has(self.existingArn) == has(oldSelf.existingArn) && (!has(self.existingArn) || self.existingArn == oldSelf.existingArn)")
+        .message("field is immutable: a pipeline cannot move to another bus")
+        .field_path(".existingArn")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BusSpec {
     /// Bus name. When absent it is derived from the operator's cluster id and the pipeline's
@@ -315,7 +335,23 @@ pub struct BusSpec {
     #[x_kube(validation = Rule::new("self != 'default'").message("the account's default bus cannot be owned by a pipeline; choose another name"))]
     pub name: Option<String>,
 
-    /// What happens to the bus when the pipeline is deleted: Delete (default) or Retain.
+    /// Publish to a bus the pipeline does not own: the account's default bus or a central bus,
+    /// possibly in another account (e.g. arn:aws:events:eu-west-1:111122223333:event-bus/central).
+    /// The operator never creates, tags, changes or deletes it; the relay may put events on
+    /// exactly this ARN. Consumers need the bus in the pipeline's own account (rules live in the
+    /// bus's account). A bus in another account must allow the relay's role in its resource
+    /// policy (status.requiredActions says how). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 1600),
+        regex(
+            pattern = r"^arn:aws[a-zA-Z-]*:events:[a-z0-9-]+:[0-9]{12}:event-bus/[A-Za-z0-9._-]{1,256}$"
+        )
+    )]
+    pub existing_arn: Option<String>,
+
+    /// What happens to the bus when the pipeline is deleted: Delete (default) or Retain. A bus
+    /// given by existingArn is never deleted.
     #[serde(default = "default_delete")]
     pub deletion_policy: DeletionPolicy,
 }
@@ -324,8 +360,19 @@ impl Default for BusSpec {
     fn default() -> Self {
         BusSpec {
             name: None,
+            existing_arn: None,
             deletion_policy: DeletionPolicy::Delete,
         }
+    }
+}
+
+impl BusSpec {
+    /// `(account, name)` of `existingArn`, when set and well-formed.
+    pub fn existing(&self) -> Option<(&str, &str)> {
+        let arn = self.existing_arn.as_deref()?;
+        let account = arn.split(':').nth(4).filter(|a| !a.is_empty())?;
+        let name = arn.rsplit_once(":event-bus/")?.1;
+        (!name.is_empty()).then_some((account, name))
     }
 }
 

@@ -165,6 +165,9 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, Manifest
             continue;
         }
         let origin = format!("{file} document {}", i + 1);
+        if is_account(&value) {
+            continue; // read by `accounts`
+        }
         let pipeline = check_value(&origin, value)?;
         let origin = format!(
             "{origin} ({}/{})",
@@ -174,6 +177,37 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, Manifest
         docs.push(Document { origin, pipeline });
     }
     Ok(docs)
+}
+
+fn is_account(value: &Value) -> bool {
+    value.get("kind").and_then(Value::as_str) == Some("OutboxAccount")
+        && value.get("apiVersion").and_then(Value::as_str) == Some("outbox.dev/v1alpha1")
+}
+
+/// The OutboxAccounts among the documents of `text` (the CLI uses them for `spec.accountRef`
+/// without a cluster), each checked against its type (unknown fields, types).
+pub fn accounts(file: &str, text: &str) -> Result<Vec<crate::crd::OutboxAccount>, ManifestError> {
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| ManifestError::Yaml {
+            origin: file.to_owned(),
+            message: e.to_string(),
+        })?;
+    let mut out = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        if !is_account(&value) {
+            continue;
+        }
+        let account =
+            serde_path_to_error::deserialize(value).map_err(|e| ManifestError::Invalid {
+                origin: format!("{file} document {}", i + 1),
+                errors: vec![FieldError {
+                    field: e.path().to_string(),
+                    message: e.inner().to_string(),
+                }],
+            })?;
+        out.push(account);
+    }
+    Ok(out)
 }
 
 /// Checks one manifest value: kind, metadata, schema, unknown fields, CEL rules.

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "outbox-operator"
 CRD_FILE = ROOT / "crds" / "outboxpipelines.yaml"
 CHART_CRD_FILE = CHART_DIR / "crds" / "outboxpipelines.yaml"
+ACCOUNT_CRD_FILE = ROOT / "crds" / "outboxaccounts.yaml"
+CHART_ACCOUNT_CRD_FILE = CHART_DIR / "crds" / "outboxaccounts.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 RELEASE = "outbox-operator"
@@ -143,6 +145,16 @@ PIPELINE_RULES = [
     {"apiGroups": ["outbox.dev"], "resources": ["outboxpipelines/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
+
+
+# OutboxAccounts (cluster-scoped) and the namespaces their selectors read: always a ClusterRole.
+ACCOUNT_RULES = [
+    {"apiGroups": ["outbox.dev"], "resources": ["outboxaccounts"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["outbox.dev"], "resources": ["outboxaccounts/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+]
+# The accounts' external ids: Secrets in the release namespace only.
+SECRET_RULES = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
 
 
 def lease_rules(name: str) -> list[dict[str, Any]]:
@@ -348,9 +360,10 @@ def test_install_doc_states_the_kubernetes_floor():
     assert f"Kubernetes {major}.{minor} or later" in doc
 
 
-def test_crd_passes_strict_offline_validation():
+@pytest.mark.parametrize("crd_file", [CRD_FILE, ACCOUNT_CRD_FILE], ids=lambda p: p.name)
+def test_crd_passes_strict_offline_validation(crd_file):
     validator = tool("kubernetes-validate")
-    proc = subprocess.run([validator, "--strict", str(CRD_FILE)], capture_output=True, text=True)
+    proc = subprocess.run([validator, "--strict", str(crd_file)], capture_output=True, text=True)
     assert proc.returncode == 0 and " passed " in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -361,7 +374,9 @@ def test_crd_passes_strict_offline_validation():
 def test_defaults_render_the_operator_objects_and_no_service_monitor(rendered):
     kinds = sorted(o["kind"] for o in rendered("defaults").objects)
     assert kinds == sorted(
+        # The second ClusterRole(Binding) and Role(Binding): OutboxAccounts and their Secrets.
         ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+        + ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     )
     for obj in rendered("defaults").objects:
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
@@ -439,7 +454,9 @@ def test_without_leader_election_pods_never_overlap_and_no_lease_access(rendered
     assert result.deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert result.env["OUTBOX_LEADER_ELECTION"] == "false"
     assert "OUTBOX_LEASE_NAME" not in result.env
-    assert result.of_kind("Role") == [] and result.of_kind("RoleBinding") == []
+    # Only the OutboxAccounts' Secret access is left in the release namespace.
+    assert [r["rules"] for r in result.of_kind("Role")] == [SECRET_RULES]
+    assert len(result.of_kind("RoleBinding")) == 1
 
 
 def test_every_value_reaches_the_pod(rendered):
@@ -462,7 +479,7 @@ def test_every_value_reaches_the_pod(rendered):
     template_meta = result.deployment["spec"]["template"]["metadata"]
     assert template_meta["annotations"] == case["podAnnotations"]
     assert template_meta["labels"]["team"] == "platform"
-    (lease_role,) = result.of_kind("Role")
+    (lease_role,) = [r for r in result.of_kind("Role") if r["rules"] != SECRET_RULES]
     assert lease_role["rules"] == lease_rules("outbox-leader")
 
 
@@ -557,7 +574,11 @@ def test_a_digest_pins_the_image_and_wins_over_the_tag(rendered):
 
 
 def names_of(result: Rendered) -> dict[str, str]:
-    return {o["kind"]: o["metadata"]["name"] for o in result.objects if o["kind"] not in ("Role", "RoleBinding")}
+    return {
+        o["kind"]: o["metadata"]["name"]
+        for o in result.objects
+        if o["kind"] not in ("Role", "RoleBinding") and not o["metadata"]["name"].endswith("-accounts")
+    }
 
 
 def test_name_override_renames_the_objects_and_the_app_label(rendered):
@@ -577,7 +598,11 @@ def test_fullname_override_names_every_object(rendered):
         expected = "platform-outbox-metrics" if kind == "Service" else "platform-outbox"
         assert name == expected, kind
     assert result.pod["serviceAccountName"] == "platform-outbox"
-    assert {r["metadata"]["name"] for r in result.of_kind("Role")} == {"platform-outbox-leader-election"}
+    assert {r["metadata"]["name"] for r in result.of_kind("Role")} == {
+        "platform-outbox-leader-election",
+        "platform-outbox-account-secrets",
+    }
+    assert {r["metadata"]["name"] for r in result.of_kind("ClusterRole")} == {"platform-outbox", "platform-outbox-accounts"}
     # The selector keeps the chart name: only nameOverride changes it.
     assert result.deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "outbox-operator"
 
@@ -743,7 +768,7 @@ def all_rules(result: Rendered) -> list[dict[str, Any]]:
 def test_rbac_grants_nothing_beyond_what_the_controller_uses(rendered, case):
     result = rendered(case)
     lease = values_for(case).get("leaderElection", {})
-    expected = list(PIPELINE_RULES)
+    expected = list(PIPELINE_RULES) + ACCOUNT_RULES + SECRET_RULES
     if lease.get("enabled", True):
         expected += lease_rules(lease.get("leaseName", "outbox-operator"))
     assert sorted(map(json.dumps, all_rules(result))) == sorted(map(json.dumps, expected))
@@ -751,9 +776,12 @@ def test_rbac_grants_nothing_beyond_what_the_controller_uses(rendered, case):
 
 def test_cluster_wide_install_binds_the_cluster_role_to_the_service_account(rendered):
     result = rendered("defaults")
-    role = result.one("ClusterRole")
-    assert role["rules"] == PIPELINE_RULES
-    binding = result.one("ClusterRoleBinding")
+    roles = {r["metadata"]["name"]: r for r in result.of_kind("ClusterRole")}
+    role = next(r for r in roles.values() if r["rules"] == PIPELINE_RULES)
+    assert [r["rules"] for r in roles.values() if r is not role] == [ACCOUNT_RULES]
+    binding = next(
+        b for b in result.of_kind("ClusterRoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]
+    )
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -762,23 +790,29 @@ def test_cluster_wide_install_binds_the_cluster_role_to_the_service_account(rend
     account = result.one("ServiceAccount")["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
 
-    lease_role = result.one("Role")
+    (lease_role,) = [r for r in result.of_kind("Role") if r["rules"] != SECRET_RULES]
     assert lease_role["metadata"]["namespace"] == NAMESPACE
     assert lease_role["rules"] == lease_rules("outbox-operator")
-    lease_binding = result.one("RoleBinding")
+    (lease_binding,) = [
+        b for b in result.of_kind("RoleBinding") if b["roleRef"]["name"] == lease_role["metadata"]["name"]
+    ]
     assert lease_binding["metadata"]["namespace"] == NAMESPACE
     assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
     assert lease_binding["subjects"] == binding["subjects"]
 
 
-def test_single_namespace_install_has_no_cluster_wide_access(rendered):
+def test_single_namespace_install_has_no_cluster_wide_access_beyond_outbox_accounts(rendered):
     result = rendered("single-namespace")
-    assert result.of_kind("ClusterRole") == [] and result.of_kind("ClusterRoleBinding") == []
+    # OutboxAccounts and Namespaces are cluster-scoped: reading them is the only cluster-wide grant.
+    assert [r["rules"] for r in result.of_kind("ClusterRole")] == [ACCOUNT_RULES]
+    assert len(result.of_kind("ClusterRoleBinding")) == 1
     assert result.env["OUTBOX_NAMESPACE"] == "apps"
-    roles = {r["metadata"]["namespace"]: r for r in result.of_kind("Role")}
+    roles = {r["metadata"]["namespace"]: r for r in result.of_kind("Role") if r["rules"] != SECRET_RULES}
     assert roles["apps"]["rules"] == PIPELINE_RULES
     assert roles[NAMESPACE]["rules"] == lease_rules("outbox-operator")
-    bindings = {b["metadata"]["namespace"]: b for b in result.of_kind("RoleBinding")}
+    bindings = {
+        b["metadata"]["namespace"]: b for b in result.of_kind("RoleBinding") if not b["roleRef"]["name"].endswith("-secrets")
+    }
     assert bindings["apps"]["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
@@ -945,15 +979,26 @@ def test_every_value_has_a_default_and_a_comment_in_values_yaml():
 
 def test_chart_crd_is_identical_to_the_generated_crd():
     crd_document()
-    assert CHART_CRD_FILE.exists(), "charts/outbox-operator/crds/ has no CRD: run `make crd`"
-    assert CHART_CRD_FILE.read_bytes() == CRD_FILE.read_bytes(), "chart CRD is stale: run `make crd`"
+    for chart_file, file in ((CHART_CRD_FILE, CRD_FILE), (CHART_ACCOUNT_CRD_FILE, ACCOUNT_CRD_FILE)):
+        assert chart_file.exists(), f"charts/outbox-operator/crds/ has no {file.name}: run `make crd`"
+        assert chart_file.read_bytes() == file.read_bytes(), f"chart {file.name} is stale: run `make crd`"
+
+
+def test_helm_installs_the_outboxaccount_crd_cluster_scoped(chart):
+    crds = {c["metadata"]["name"]: c for c in (yaml.safe_load(c["data"]) for c in chart.crds)}
+    crd = crds["outboxaccounts.outbox.dev"]
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["kind"] == "OutboxAccount"
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    assert version["served"] and version["storage"]
+    assert version["subresources"].get("status") == {}
 
 
 def test_helm_installs_the_outboxpipeline_crd(chart):
     crds = [yaml.safe_load(c["data"]) for c in chart.crds]
-    names = [c["metadata"]["name"] for c in crds]
-    assert names == ["outboxpipelines.outbox.dev"]
-    (crd,) = crds
+    names = sorted(c["metadata"]["name"] for c in crds)
+    assert names == ["outboxaccounts.outbox.dev", "outboxpipelines.outbox.dev"]
+    (crd,) = [c for c in crds if c["metadata"]["name"] == "outboxpipelines.outbox.dev"]
     assert crd["spec"]["group"] == "outbox.dev"
     assert crd["spec"]["scope"] == "Namespaced"
     assert crd["spec"]["names"]["kind"] == "OutboxPipeline"
@@ -962,14 +1007,22 @@ def test_helm_installs_the_outboxpipeline_crd(chart):
     assert version["subresources"].get("status") == {}
 
 
-@pytest.fixture(scope="session")
-def crd_schema_file(tmp_path_factory) -> Path:
-    crd = crd_document()
+def schema_file(crd: dict[str, Any], directory: Path) -> Path:
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    path = tmp_path_factory.mktemp("crd") / "outboxpipeline.v1alpha1.schema.json"
+    path = directory / f"{crd['spec']['names']['singular']}.v1alpha1.schema.json"
     # x-kubernetes-* keywords are unknown to JSON Schema and ignored by the validator.
     path.write_text(json.dumps(version["schema"]["openAPIV3Schema"]))
     return path
+
+
+@pytest.fixture(scope="session")
+def crd_schema_file(tmp_path_factory) -> Path:
+    return schema_file(crd_document(), tmp_path_factory.mktemp("crd"))
+
+
+@pytest.fixture(scope="session")
+def account_schema_file(tmp_path_factory) -> Path:
+    return schema_file(yaml.safe_load(ACCOUNT_CRD_FILE.read_text()), tmp_path_factory.mktemp("account-crd"))
 
 
 def check_against_crd(schema: Path, document: Path) -> subprocess.CompletedProcess:
@@ -981,15 +1034,20 @@ def check_against_crd(schema: Path, document: Path) -> subprocess.CompletedProce
 
 def test_examples_include_the_ones_the_docs_and_e2e_use():
     names = {p.name for p in EXAMPLES}
-    assert {"user-created.yaml", "user-lifecycle.yaml"} <= names, names
+    assert {"user-created.yaml", "user-lifecycle.yaml", "cross-account.yaml"} <= names, names
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_example_validates_against_the_crd_schema(crd_schema_file, example):
-    doc = yaml.safe_load(example.read_text())
-    assert doc["apiVersion"] == "outbox.dev/v1alpha1" and doc["kind"] == "OutboxPipeline"
-    proc = check_against_crd(crd_schema_file, example)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_example_validates_against_the_crd_schema(crd_schema_file, account_schema_file, example, tmp_path):
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    assert any(d["kind"] == "OutboxPipeline" for d in docs), example.name
+    schemas = {"OutboxPipeline": crd_schema_file, "OutboxAccount": account_schema_file}
+    for i, doc in enumerate(docs):
+        assert doc["apiVersion"] == "outbox.dev/v1alpha1" and doc["kind"] in schemas, doc
+        single = tmp_path / f"doc-{i}.yaml"
+        single.write_text(yaml.safe_dump(doc))
+        proc = check_against_crd(schemas[doc["kind"]], single)
+        assert proc.returncode == 0, f"{example.name} document {i + 1}: " + proc.stdout + proc.stderr
 
 
 def test_crd_schema_check_rejects_a_malformed_pipeline(crd_schema_file, tmp_path):

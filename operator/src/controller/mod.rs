@@ -28,12 +28,14 @@
 //! nothing is done while not leading: a reconcile does not start, a running one makes no AWS
 //! write (the engine's fence refuses it) and writes no status.
 
+mod account;
 mod leader;
 mod malformed;
 mod replay;
 mod run;
 mod status;
 
+pub use account::{account_error_policy, reconcile_account, run_accounts};
 pub use leader::{Elector, LOSS_GRACE, LeadershipEnded, LeaseTimings, follow_leadership};
 pub use run::{Trigger, changes_that_matter, run, run_controller, run_with, trigger};
 
@@ -335,6 +337,9 @@ async fn apply<R: Reconciler>(
     if let Err(errors) = manifest::validate(p) {
         return refuse_invalid(p, api, ctx, &errors).await;
     }
+    if let Some(error) = account::guard(p, ctx).await? {
+        return refuse(p, api, ctx, error).await;
+    }
     if !still_wanted(api, p).await? {
         info!("the pipeline is gone or being deleted: no AWS change in this pass");
         return Ok(Action::await_change());
@@ -399,8 +404,19 @@ async fn refuse_invalid<R>(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
-    let error = EngineError::InvalidSpec { message };
-    let mut status = not_ready(p, Reason::InvalidSpec, error.to_string());
+    refuse(p, api, ctx, EngineError::InvalidSpec { message }).await
+}
+
+/// A pass refused before the engine (invalid spec, an account that does not allow the namespace
+/// or is not Ready): Ready=False with the error's reason for this generation and a Warning
+/// Event, no AWS call.
+async fn refuse<R>(
+    p: &OutboxPipeline,
+    api: &Api<OutboxPipeline>,
+    ctx: &Context<R>,
+    error: EngineError,
+) -> Result<Action, Error> {
+    let mut status = not_ready(p, error.reason(), error.to_string());
     status.observed_generation = p.metadata.generation;
     write_status(p, api, ctx, &status).await?;
     publish_error(ctx, p, "Reconcile", &error).await;
@@ -455,6 +471,13 @@ async fn cleanup<R: Reconciler>(
         )
         .await?;
         return Err(Error::DeletionPaused);
+    }
+    // A pipeline its account never admitted made nothing in AWS: no AWS (or STS) call.
+    if p.status.as_ref().is_none_or(|s| s.table_arn.is_none())
+        && let Some(e @ EngineError::InvalidSpec { .. }) = account::guard(p, ctx).await?
+    {
+        info!(error = %e, "nothing was created in the account: no AWS call on delete");
+        return Ok(Action::await_change());
     }
     match ctx.reconciler.delete(p).await {
         Ok(DeleteOutcome {

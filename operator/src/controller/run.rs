@@ -160,7 +160,7 @@ pub async fn run_with<R: Reconciler>(
         None => {
             readiness.set(true);
             ctx.metrics.set_leader(true);
-            run_controller(&client, &config, ctx, shutdown.clone()).await;
+            run_controllers(&client, &config, ctx, shutdown.clone()).await;
             Ok(())
         }
         Some(election) => {
@@ -224,7 +224,7 @@ async fn lead_and_run<R: Reconciler>(
     let metrics = ctx.metrics.clone();
     let result = follow_leadership(&mut leading, shutdown, |stop| {
         metrics.set_leader(true);
-        run_controller(client, config, ctx.clone(), stop)
+        run_controllers(client, config, ctx.clone(), stop)
     })
     .await;
     ctx.metrics.set_leader(false);
@@ -272,6 +272,20 @@ pub async fn run_controller<R: Reconciler>(
             }
         })
         .await;
+}
+
+/// The pipelines' controller ([`run_controller`]) and the OutboxAccounts' (their roles assumed,
+/// their status written) side by side, until `stop` fires.
+pub async fn run_controllers<R: Reconciler>(
+    client: &Client,
+    config: &Config,
+    ctx: Arc<Context<R>>,
+    stop: Trigger,
+) {
+    futures::join!(
+        run_controller(client, config, ctx.clone(), stop.clone()),
+        super::run_accounts(ctx, stop)
+    );
 }
 
 /// What wakes a pipeline's reconcile: a change of generation (spec, deletion), annotations

@@ -229,6 +229,41 @@ impl Resource for Bus {
     }
 }
 
+/// Pure: consumers are refused on a bus the pipeline does not own in another account (a rule
+/// lives in its bus's account, where the operator has no say). `account` is the pipeline's
+/// account, when known.
+pub fn existing_allows_consumers(
+    spec: &crate::crd::OutboxPipelineSpec,
+    account: Option<&str>,
+) -> Result<(), String> {
+    let (Some((bus_account, _)), Some(account)) = (spec.bus.existing(), account) else {
+        return Ok(());
+    };
+    if bus_account == account || spec.consumers.is_empty() {
+        return Ok(());
+    }
+    let arn = spec.bus.existing_arn.as_deref().unwrap_or_default();
+    Err(format!(
+        "spec.consumers[0] ({}): spec.bus.existingArn {arn} is in account {bus_account}, the pipeline is in account {account}; rules must live in the bus's account, so consumers of another account's bus are created there by its owner (remove spec.consumers, or publish to a bus in account {account})",
+        spec.consumers[0].name
+    ))
+}
+
+/// What the owner of a bus in another account must allow: the relay's role may put events on
+/// it (the statement to add to the bus's resource policy).
+pub fn policy_required_action(bus_arn: &str, relay_role_arn: &str) -> String {
+    let statement = serde_json::json!({
+        "Sid": "AllowOutboxRelay",
+        "Effect": "Allow",
+        "Principal": {"AWS": relay_role_arn},
+        "Action": "events:PutEvents",
+        "Resource": bus_arn
+    });
+    format!(
+        "add to the resource policy of event bus {bus_arn} (in another account; the operator does not change it): {statement}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +293,42 @@ mod tests {
         };
         let e = diff("b", &t, Some(&o), &owner()).unwrap_err();
         assert!(e.to_string().contains("eventbridge bus b"));
+    }
+
+    fn spec_with(existing: &str, consumers: usize) -> crate::crd::OutboxPipelineSpec {
+        let mut v: serde_json::Value = serde_json::json!({
+            "table": {"partitionKey": {"name": "pk", "type": "S"}},
+            "bus": {"existingArn": existing},
+            "relay": {"events": [{"change": "INSERT", "source": "s", "detailType": "D", "payload": "keys"}]},
+            "consumers": []
+        });
+        for i in 0..consumers {
+            v["consumers"].as_array_mut().unwrap().push(
+                serde_json::json!({"name": format!("c{i}"), "eventPattern": {"source": ["s"]}}),
+            );
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn consumers_on_an_existing_bus_of_another_account_are_refused_with_both_accounts_named() {
+        let arn = "arn:aws:events:us-east-1:111122223333:event-bus/central";
+        let e = existing_allows_consumers(&spec_with(arn, 1), Some("123456789012")).unwrap_err();
+        assert!(e.contains("spec.consumers[0]"), "{e}");
+        assert!(
+            e.contains("111122223333") && e.contains("123456789012"),
+            "{e}"
+        );
+        assert!(existing_allows_consumers(&spec_with(arn, 0), Some("123456789012")).is_ok());
+        assert!(existing_allows_consumers(&spec_with(arn, 1), Some("111122223333")).is_ok());
+    }
+
+    #[test]
+    fn bus_policy_statement_names_the_bus_and_the_relay_role() {
+        let s = policy_required_action("arn:bus", "arn:role");
+        assert!(s.contains(r#""Principal":{"AWS":"arn:role"}"#), "{s}");
+        assert!(
+            s.contains(r#""Action":"events:PutEvents""#) && s.contains(r#""Resource":"arn:bus""#)
+        );
     }
 }

@@ -19,6 +19,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::crd::{OutboxPipeline, OutboxPipelineStatus};
 
+pub mod account;
 pub mod alarm;
 pub mod artifacts;
 pub mod bucket;
@@ -269,10 +270,17 @@ pub struct Engine {
     source: ClientSource,
     config: EngineConfig,
     hooks: Hooks,
-    /// Clients by (region, read-only).
-    cache: Mutex<HashMap<(Option<String>, bool), AwsClients>>,
+    /// Clients by (account, region, read-only); account None is the operator's own.
+    cache: Mutex<HashMap<ClientKey, AwsClients>>,
     artifacts: Arc<artifacts::Artifacts>,
+    /// The accounts pipelines may name in `spec.accountRef`, by name.
+    accounts: Mutex<HashMap<String, account::AssumeRole>>,
+    /// One SDK configuration (one assume-role provider and credentials cache) per account.
+    assumed: Mutex<HashMap<account::AssumeRole, aws_config::SdkConfig>>,
 }
+
+/// (account, region, read-only).
+type ClientKey = (Option<account::AssumeRole>, Option<String>, bool);
 
 impl Engine {
     /// An engine whose clients come from `sdk`; a pipeline's `spec.region` selects clients for
@@ -284,6 +292,8 @@ impl Engine {
             hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
             artifacts: Arc::default(),
+            accounts: Mutex::default(),
+            assumed: Mutex::default(),
         }
     }
 
@@ -296,6 +306,8 @@ impl Engine {
             hooks: Hooks::default(),
             cache: Mutex::new(HashMap::new()),
             artifacts: Arc::default(),
+            accounts: Mutex::default(),
+            assumed: Mutex::default(),
         }
     }
 
@@ -341,37 +353,12 @@ impl Engine {
     }
 
     fn cached_clients(&self, region: Option<&str>, read_only: bool) -> AwsClients {
-        let key = (region.map(str::to_owned), read_only);
-        if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return c;
-        }
-        let hooks = if read_only {
-            self.hooks.read_only()
-        } else {
-            self.hooks.clone()
-        };
-        let clients = match &self.source {
-            ClientSource::Sdk(sdk) => AwsClients::build(sdk, region, &hooks),
-            ClientSource::Fixed(c) if hooks.is_empty() => c.clone(),
-            ClientSource::Fixed(c) => c.with_hooks(&hooks),
-        };
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key, clients.clone());
-        }
-        clients
-    }
-
-    fn clients_of(&self, pipeline: &OutboxPipeline) -> AwsClients {
-        self.clients_for(pipeline.spec.region.as_deref())
-    }
-
-    fn read_only_clients_of(&self, pipeline: &OutboxPipeline) -> AwsClients {
-        self.read_only_clients_for(pipeline.spec.region.as_deref())
+        self.cached_clients_in(None, region, read_only)
     }
 
     /// Observes AWS and returns what a reconcile would change now. Changes nothing.
     pub async fn plan(&self, pipeline: &OutboxPipeline) -> Result<Plan, EngineError> {
-        let clients = self.read_only_clients_of(pipeline);
+        let clients = self.pipeline_clients(pipeline, true).await?;
         let outcome = pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false).await;
         match outcome.error {
             Some(e) => Err(e),
@@ -385,7 +372,10 @@ impl Engine {
     /// plane's health (read calls only; `status.dataPlane` and the Healthy condition). Never
     /// sleeps: a step that must wait reports Progressing and sets `requeue_after`.
     pub async fn reconcile(&self, pipeline: &OutboxPipeline) -> Outcome {
-        let clients = self.clients_of(pipeline);
+        let clients = match self.pipeline_clients(pipeline, false).await {
+            Ok(c) => c,
+            Err(e) => return pipeline::refused(pipeline, e),
+        };
         let mut outcome =
             pipeline::run(&clients, &self.config, &self.artifacts, pipeline, true).await;
         health::check(
@@ -400,7 +390,7 @@ impl Engine {
 
     /// One delete pass in reverse creation order, honouring deletion policies.
     pub async fn delete(&self, pipeline: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
-        let clients = self.clients_of(pipeline);
+        let clients = self.pipeline_clients(pipeline, false).await?;
         pipeline::delete(&clients, &self.config, &self.artifacts, pipeline).await
     }
 
@@ -411,7 +401,10 @@ impl Engine {
         &self,
         pipeline: &OutboxPipeline,
     ) -> Result<OutboxPipelineStatus, EngineError> {
-        let clients = self.read_only_clients_of(pipeline);
+        let clients = match self.pipeline_clients(pipeline, true).await {
+            Ok(c) => c,
+            Err(e) => return Ok(pipeline::refused(pipeline, e).status),
+        };
         let mut status = pipeline::run(&clients, &self.config, &self.artifacts, pipeline, false)
             .await
             .status;
@@ -440,6 +433,22 @@ impl Reconciler for Engine {
         pipeline: &OutboxPipeline,
     ) -> Result<replay::Report, replay::ReplayError> {
         replay::replay(self, pipeline, &replay::Options::default(), &mut |_| {}).await
+    }
+
+    fn assume(
+        &self,
+        target: &account::AssumeRole,
+    ) -> impl std::future::Future<Output = Result<account::AssumedIdentity, EngineError>> + Send
+    {
+        self.account_identity(target)
+    }
+
+    fn set_account(&self, target: account::AssumeRole) {
+        Engine::set_account(self, target);
+    }
+
+    fn forget_account(&self, name: &str) {
+        Engine::forget_account(self, name);
     }
 }
 
@@ -584,4 +593,21 @@ pub trait Reconciler: Send + Sync + 'static {
         let _ = pipeline;
         async { Err(replay::ReplayError::Unavailable) }
     }
+
+    /// Assumes an OutboxAccount's role and says who that is (its status).
+    fn assume(
+        &self,
+        target: &account::AssumeRole,
+    ) -> impl std::future::Future<Output = Result<account::AssumedIdentity, EngineError>> + Send
+    {
+        let error = errors::internal(
+            "assume",
+            format!("this reconciler cannot assume {}", target.role_arn),
+        );
+        async move { Err(error) }
+    }
+    /// Makes an account usable by the pipelines that name it (once its role was assumed).
+    fn set_account(&self, _target: account::AssumeRole) {}
+    /// Forgets an account (not Ready, or gone).
+    fn forget_account(&self, _name: &str) {}
 }

@@ -98,11 +98,13 @@ impl Names {
             .name
             .clone()
             .unwrap_or_else(|| compose(&hash, &base, "", TABLE_MAX));
+        // A bus the pipeline does not own (spec.bus.existingArn) goes by its own name.
         let bus = pipeline
             .spec
             .bus
-            .name
-            .clone()
+            .existing()
+            .map(|(_, name)| name.to_owned())
+            .or_else(|| pipeline.spec.bus.name.clone())
             .unwrap_or_else(|| compose(&hash, &base, "", BUS_MAX));
         Names {
             relay_function: compose(&hash, &base, "relay", FUNCTION_MAX),

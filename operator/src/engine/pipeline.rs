@@ -84,6 +84,24 @@ pub async fn run(
     .await
 }
 
+/// The outcome of a pass refused before any AWS call (e.g. its account cannot be reached):
+/// every component fails with `e`.
+pub fn refused(pipeline: &OutboxPipeline, e: EngineError) -> Outcome {
+    let mut status = OutboxPipelineStatus {
+        observed_generation: pipeline.metadata.generation,
+        ..Default::default()
+    };
+    let mut states = States::default();
+    states.fail(Component::Table, e.clone());
+    let requeue_after = status::conditions(&mut status, &states, pipeline.metadata.generation);
+    Outcome {
+        status,
+        actions: Vec::new(),
+        requeue_after,
+        error: Some(e),
+    }
+}
+
 /// The resource steps in creation order.
 async fn steps(
     ctx: &mut Ctx<'_>,
@@ -94,10 +112,7 @@ async fn steps(
         return Ok(());
     };
     relay_steps(ctx, status, states, &mut known).await?;
-    let bus = desired::bus(&Inputs::of(ctx));
-    let observed = step(ctx, &bus).await.map_err(at(Component::Bus))?;
-    status.bus_name = Some(ctx.names.bus.clone());
-    status.bus_arn = observed.state.map(|o| o.arn);
+    bus_step(ctx, status, &known).await?;
     states.progress(Component::Bus, Progress::Ready);
     states.finish(Component::Bus);
     consumer_steps(ctx, status, &known).await?;
@@ -106,6 +121,44 @@ async fn steps(
     states.progress(Component::Consumers, Progress::Ready);
     states.finish(Component::Consumers);
     Ok(())
+}
+
+/// The pipeline's own bus, or (`spec.bus.existingArn`) the bus it publishes to without owning
+/// it: never created or tagged; when it is in another account, the status names the statement
+/// its owner must add to the bus's resource policy.
+async fn bus_step(
+    ctx: &mut Ctx<'_>,
+    status: &mut OutboxPipelineStatus,
+    known: &Known,
+) -> StepResult {
+    status.bus_name = Some(ctx.names.bus.clone());
+    if let Some(bus) = desired::owned_bus(&Inputs::of(ctx)) {
+        let observed = step(ctx, &bus).await.map_err(at(Component::Bus))?;
+        status.bus_arn = observed.state.map(|o| o.arn);
+        return Ok(());
+    }
+    let arn = desired::bus_arn(&Inputs::of(ctx));
+    if !existing_bus_is_ours_account(ctx) {
+        let role = known
+            .roles
+            .get(&ctx.names.relay_function)
+            .cloned()
+            .unwrap_or_else(|| after_apply("relay role ARN"));
+        status
+            .required_actions
+            .push(super::bus::policy_required_action(&arn, &role));
+    }
+    status.bus_arn = Some(arn);
+    Ok(())
+}
+
+/// True unless `spec.bus.existingArn` names a bus in another account than the pipeline's (an
+/// unknown account, in a plan of a new pipeline, counts as the pipeline's).
+fn existing_bus_is_ours_account(ctx: &Ctx<'_>) -> bool {
+    match ctx.spec.bus.existing() {
+        Some((account, _)) => !ctx.env.is_known() || ctx.env.account == account,
+        None => true,
+    }
 }
 
 /// The table with its stream. None when reconcile must wait for it before going on.
@@ -299,7 +352,7 @@ async fn alarm_steps(ctx: &mut Ctx<'_>) -> StepResult {
 /// Consumers removed from the spec: their rule on the bus is how they are found.
 async fn removed_consumers(ctx: &mut Ctx<'_>, status: &OutboxPipelineStatus) -> StepResult {
     let at = at(Component::Consumers);
-    if status.bus_arn.is_none() {
+    if status.bus_arn.is_none() || !existing_bus_is_ours_account(ctx) {
         return Ok(());
     }
     let rules = rule::list(ctx).await.map_err(at)?;

@@ -43,9 +43,11 @@ pub async fn check(ctx: &Ctx<'_>) -> Result<(), Failure> {
     artifacts(ctx)?;
     let account = account(ctx).await.map_err(|e| (Component::Table, e))?;
     arns(ctx, &ctx.env.region, account.as_deref())?;
+    bus::existing_allows_consumers(ctx.spec, account.as_deref())
+        .map_err(|m| invalid(Component::Consumers, m))?;
     user_functions(ctx).await?;
     super::queues::exist(ctx).await?;
-    bus_is_ours(ctx).await?;
+    bus_is_ours(ctx, account.as_deref()).await?;
     boundary(ctx).await
 }
 
@@ -93,7 +95,13 @@ fn names(ctx: &Ctx<'_>) -> Result<(), Failure> {
         .bus
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if n.bus.is_empty() || n.bus.len() > super::names::BUS_MAX || !bus_chars || n.bus == "default" {
+    let owned = ctx.spec.bus.existing_arn.is_none();
+    if owned
+        && (n.bus.is_empty()
+            || n.bus.len() > super::names::BUS_MAX
+            || !bus_chars
+            || n.bus == "default")
+    {
         return Err(invalid(
             Bus,
             format!(
@@ -235,6 +243,15 @@ struct SpecArn<'s> {
 
 fn spec_arns<'s>(ctx: &Ctx<'s>) -> Vec<SpecArn<'s>> {
     let mut out = Vec::new();
+    if let Some(arn) = &ctx.spec.bus.existing_arn {
+        out.push(SpecArn {
+            field: "spec.bus.existingArn".into(),
+            arn,
+            services: &["events"],
+            same_account: false,
+            component: Component::Bus,
+        });
+    }
     if let Some(arn) = &ctx.spec.relay.on_failure_destination_arn {
         out.push(SpecArn {
             field: "spec.relay.onFailureDestinationArn".into(),
@@ -402,10 +419,23 @@ async fn user_functions(ctx: &Ctx<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The bus, if it exists, is this pipeline's (the bus step would stop there with a Conflict).
-async fn bus_is_ours(ctx: &Ctx<'_>) -> Result<(), Failure> {
+/// The bus, if it exists, is this pipeline's (the bus step would stop there with a Conflict);
+/// a bus the pipeline does not own (`spec.bus.existingArn`) in its own account must exist.
+async fn bus_is_ours(ctx: &Ctx<'_>, account: Option<&str>) -> Result<(), Failure> {
     let fail = |e| (Component::Bus, e);
     let name = &ctx.names.bus;
+    if let Some((bus_account, _)) = ctx.spec.bus.existing() {
+        if account.is_some_and(|a| a == bus_account)
+            && bus::observe(ctx, name).await.map_err(fail)?.is_none()
+        {
+            let arn = ctx.spec.bus.existing_arn.as_deref().unwrap_or_default();
+            return Err(invalid(
+                Component::Bus,
+                format!("spec.bus.existingArn {arn} does not exist"),
+            ));
+        }
+        return Ok(());
+    }
     if let Some(observed) = bus::observe(ctx, name).await.map_err(fail)? {
         ctx.owner
             .require_ours(&observed.tags, &format!("eventbridge bus {name}"))

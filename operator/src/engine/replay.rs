@@ -175,12 +175,11 @@ pub async fn replay(
     on_batch: &mut (dyn FnMut(&Report) + Send),
 ) -> Result<Report, ReplayError> {
     let started = Instant::now();
-    let region = pipeline.spec.region.as_deref();
-    let clients = if opts.dry_run {
-        engine.read_only_clients_for(region)
-    } else {
-        engine.clients_for(region)
-    };
+    // The pipeline's own account and region (spec.accountRef), read-only for a dry run.
+    let clients = engine
+        .pipeline_clients(pipeline, opts.dry_run)
+        .await
+        .map_err(ReplayError::Aws)?;
     let target = target::resolve(&clients, engine.config(), pipeline).await?;
     let listed = store::parked(&clients.s3, &target.bucket)
         .await

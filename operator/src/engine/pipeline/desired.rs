@@ -130,7 +130,7 @@ pub fn roles(i: &Inputs<'_>, known: &Known) -> Vec<(String, iam::Role)> {
                         .stream_arn
                         .clone()
                         .unwrap_or_else(|| after_apply("stream ARN")),
-                    bus_arn: i.env.bus_arn(&i.names.bus),
+                    bus_arn: bus_arn(i),
                     failure_destination_arn: failure_destination(i),
                 }
             } else if f == i.names.writer_function {
@@ -161,7 +161,13 @@ pub fn roles(i: &Inputs<'_>, known: &Known) -> Vec<(String, iam::Role)> {
 fn relay_env(i: &Inputs<'_>) -> BTreeMap<String, String> {
     let relay = &i.spec.relay;
     RelayConfig {
-        bus_name: i.names.bus.clone(),
+        // PutEvents takes a bus's name or ARN; a bus in another account only by its ARN.
+        bus_name: i
+            .spec
+            .bus
+            .existing_arn
+            .clone()
+            .unwrap_or_else(|| i.names.bus.clone()),
         events: relay
             .events
             .iter()
@@ -410,7 +416,22 @@ pub fn mapping(i: &Inputs<'_>, known: &Known) -> mapping::Mapping {
     }
 }
 
-pub fn bus(i: &Inputs<'_>) -> bus::Bus {
+/// The bus the relay publishes to: `spec.bus.existingArn`, or the pipeline's own bus.
+pub fn bus_arn(i: &Inputs<'_>) -> String {
+    i.spec
+        .bus
+        .existing_arn
+        .clone()
+        .unwrap_or_else(|| i.env.bus_arn(&i.names.bus))
+}
+
+/// The pipeline's own bus; None for a bus it does not own (`spec.bus.existingArn`), which is
+/// never created, tagged, changed or deleted.
+pub fn owned_bus(i: &Inputs<'_>) -> Option<bus::Bus> {
+    i.spec.bus.existing_arn.is_none().then(|| bus(i))
+}
+
+fn bus(i: &Inputs<'_>) -> bus::Bus {
     bus::Bus {
         name: i.names.bus.clone(),
         tags: i.tags.clone(),

@@ -136,11 +136,18 @@ pub async fn delete(
         for name in alarm::list(&ctx, &prefix).await? {
             remove(&mut ctx, &alarm::Alarm::named(name, Component::Consumers)).await?;
         }
-        let bus_exists = bus::observe(&ctx, &ctx.names.bus.clone()).await?.is_some();
+        // A bus the pipeline does not own is never deleted; our rules on it are, when it is in
+        // the pipeline's account (there are none on another account's bus).
+        let reachable = match ctx.spec.bus.existing() {
+            Some((account, _)) => !ctx.env.is_known() || ctx.env.account == account,
+            None => true,
+        };
+        let bus_exists = reachable && bus::observe(&ctx, &ctx.names.bus.clone()).await?.is_some();
         let consumers = consumers(&ctx, bus_exists).await?;
         remove_consumers(&mut ctx, &consumers, bus_exists).await?;
-        let bus = desired::bus(&Inputs::of(&ctx));
-        remove(&mut ctx, &bus).await?;
+        if let Some(bus) = desired::owned_bus(&Inputs::of(&ctx)) {
+            remove(&mut ctx, &bus).await?;
+        }
         let mapping = desired::mapping(&Inputs::of(&ctx), &Default::default());
         remove(&mut ctx, &mapping).await?;
         remove_functions(&mut ctx, &consumers).await?;
