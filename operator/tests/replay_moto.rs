@@ -925,6 +925,22 @@ async fn a_batch_parked_in_sqs_is_read_back_from_the_stream_and_replayed_once() 
         ("1".into(), "0".into()),
         "still visible"
     );
+    // The read-only guard lets a peek through, nothing else: a receive that would hide the
+    // message is refused before it is sent.
+    let read_only = s.engine.read_only_clients_for(None);
+    let hiding = read_only
+        .sqs
+        .receive_message()
+        .queue_url(&url)
+        .visibility_timeout(30)
+        .send()
+        .await;
+    assert!(hiding.is_err(), "{hiding:?}");
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "still visible"
+    );
 
     // Replay: the relay's own entries, byte for byte; the message is deleted.
     let report = replay_of(&s, &p, &Options::default()).await;
