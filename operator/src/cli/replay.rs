@@ -241,6 +241,49 @@ mod tests {
     }
 
     #[test]
+    fn invocation_records_are_read_from_their_files() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ReplayArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("saved.json");
+        std::fs::write(&path, b"{}").unwrap();
+        let file = path.to_str().unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "-f",
+            "p.yaml",
+            "--cluster-id",
+            "c",
+            "--invocation-record",
+            file,
+        ])
+        .unwrap();
+        let opts = cli.args.options().unwrap();
+        assert_eq!(opts.invocation_records, [(file.to_owned(), b"{}".to_vec())]);
+        let gone = dir.path().join("gone.json");
+        let gone = gone.to_str().unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "-f",
+            "p.yaml",
+            "--cluster-id",
+            "c",
+            "--invocation-record",
+            gone,
+        ])
+        .unwrap();
+        let err = cli.args.options().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("--invocation-record {gone}")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_error_wins_over_batches_left() {
         assert_eq!(worse(EXIT_OK, EXIT_CHANGES_PENDING), EXIT_CHANGES_PENDING);
         assert_eq!(worse(EXIT_FAILED, EXIT_CHANGES_PENDING), EXIT_FAILED);

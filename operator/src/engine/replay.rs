@@ -201,39 +201,16 @@ pub async fn replay(
         dry_run: opts.dry_run,
         ..Report::default()
     };
-    let given = || {
-        opts.invocation_records
-            .iter()
-            .map(|(name, body)| metadata::Found {
-                key: name.clone(),
-                body: body.clone(),
-                handle: None,
-            })
-            .collect::<Vec<_>>()
-    };
-    let result = match &target.parked {
-        _ if !opts.invocation_records.is_empty() => {
-            let source = metadata::Source::Given;
-            let run = batch::Run::new(&clients, "", &target, opts);
-            let streams = &clients.dynamodbstreams;
-            metadata::replay(
-                &run,
-                streams,
-                &source,
-                given(),
-                &mut report,
-                started,
-                on_batch,
-            )
-            .await
-        }
+    let (source, found) = match &target.parked {
+        _ if !opts.invocation_records.is_empty() => (metadata::Source::Given, given(opts)),
         target::Parked::S3 { bucket } => {
             let listed = store::parked(&clients.s3, bucket)
                 .await
                 .map_err(ReplayError::Aws)?;
             let run = batch::Run::new(&clients, bucket, &target, opts);
             s3(&run, listed, &mut report, started, on_batch).await;
-            Ok(())
+            report.elapsed = started.elapsed();
+            return Ok(report);
         }
         target::Parked::Sqs {
             queue_name,
@@ -245,30 +222,40 @@ pub async fn replay(
             let found = queue::receive(&clients.sqs, &url, opts.dry_run)
                 .await
                 .map_err(ReplayError::Aws)?;
-            let source = metadata::Source::Queue {
-                sqs: &clients.sqs,
-                url,
-            };
-            let run = batch::Run::new(&clients, "", &target, opts);
-            let streams = &clients.dynamodbstreams;
-            metadata::replay(
-                &run,
-                streams,
-                &source,
-                found,
-                &mut report,
-                started,
-                on_batch,
-            )
-            .await
+            let sqs = &clients.sqs;
+            (metadata::Source::Queue { sqs, url }, found)
         }
         target::Parked::Sns => return Err(ReplayError::SnsNotListable(target.destination)),
     };
+    let run = batch::Run::new(&clients, "", &target, opts);
+    let streams = &clients.dynamodbstreams;
+    let result = metadata::replay(
+        &run,
+        streams,
+        &source,
+        found,
+        &mut report,
+        started,
+        on_batch,
+    )
+    .await;
     if let Err(e) = result {
         report.error.get_or_insert(e.to_string());
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The invocation records the user gave, as parked batches.
+fn given(opts: &Options) -> Vec<metadata::Found> {
+    opts.invocation_records
+        .iter()
+        .map(|(name, body)| metadata::Found {
+            key: name.clone(),
+            body: body.clone(),
+            handle: None,
+        })
+        .collect()
 }
 
 /// The S3 failure bucket's batches.
