@@ -144,11 +144,25 @@ pub struct MetadataBatch {
     pub parked_at: Option<DateTime<Utc>>,
 }
 
+/// An SNS notification as a subscriber without raw message delivery receives it (an SQS queue
+/// subscribed to the topic, an HTTPS endpoint): the invocation record is its `Message`.
+#[derive(Deserialize)]
+struct SnsNotification {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Message")]
+    message: String,
+}
+
 /// Parses a metadata-only invocation record (an SQS message body, an SNS `Message`, a file).
-/// A record that carries its payload anyway is read the same way: replay reads the stream.
+/// A saved SNS notification is unwrapped. A record that carries its payload anyway is read the
+/// same way: replay reads the stream.
 pub fn parse_metadata(body: &[u8]) -> Result<MetadataBatch, RecordError> {
-    let record: InvocationRecord =
-        serde_json::from_slice(body).map_err(|e| RecordError::Malformed(e.into()))?;
+    let record: InvocationRecord = match serde_json::from_slice::<SnsNotification>(body) {
+        Ok(n) if n.kind == "Notification" => serde_json::from_str(&n.message),
+        _ => serde_json::from_slice(body),
+    }
+    .map_err(|e| RecordError::Malformed(e.into()))?;
     Ok(MetadataBatch {
         parked_at: record
             .timestamp
