@@ -779,6 +779,15 @@ async fn table_with_a_stream(
 /// The invocation record Lambda sends an SQS (or SNS) on-failure destination for a batch of a
 /// DynamoDB stream mapping: metadata only (format: engine::replay::record).
 fn invocation_record(stream_arn: &str, shard: &str, first: &str, last: &str, at: &str) -> String {
+    sized_invocation_record(stream_arn, shard, (first, last, 3), at)
+}
+
+fn sized_invocation_record(
+    stream_arn: &str,
+    shard: &str,
+    (first, last, size): (&str, &str, usize),
+    at: &str,
+) -> String {
     json!({
         "requestContext": {
             "requestId": "316aa6d0-8154-4000-9af7-85d5f4a6bc81",
@@ -795,7 +804,7 @@ fn invocation_record(stream_arn: &str, shard: &str, first: &str, last: &str, at:
             "endSequenceNumber": last,
             "approximateArrivalOfFirstRecord": "2026-11-29T04:59:58Z",
             "approximateArrivalOfLastRecord": "2026-11-29T04:59:59Z",
-            "batchSize": 3,
+            "batchSize": size,
             "streamArn": stream_arn
         }
     })
@@ -1078,6 +1087,62 @@ async fn batches_parked_to_sns_replay_from_the_invocation_records_given() {
     assert_eq!((report.replayed(), report.left(), report.events), (1, 0, 3));
     assert_eq!(report.batches[0].key, "saved.json");
     assert_eq!(s.proxy.take_accepted(), direct);
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sqs_batches_go_oldest_first_and_those_not_taken_stay_visible() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rm").await;
+    let (stream_arn, shard, records) = table_with_a_stream(&s).await;
+    let event = trigger::to_lambda_event(&records, &stream_arn).unwrap();
+    let direct = s
+        .direct_relay_run(&serde_json::to_value(&event).unwrap())
+        .await;
+    assert_eq!(s.tapped(3).await.len(), 3);
+    let seq: Vec<String> = records.iter().map(sequence_of).collect();
+    // The later batch is sent first; the earlier one (parked a second before) goes first.
+    let later = sized_invocation_record(
+        &stream_arn,
+        &shard,
+        (&seq[2], &seq[2], 1),
+        "2026-11-29T05:00:01.000Z",
+    );
+    let earlier = sized_invocation_record(
+        &stream_arn,
+        &shard,
+        (&seq[0], &seq[1], 2),
+        "2026-11-29T05:00:00.000Z",
+    );
+    let (p, url) = parked_queue(&s, &format!("parked-{}", unique("m")), &[later, earlier]).await;
+    let one = replay_of(
+        &s,
+        &p,
+        &Options {
+            max_batches: Some(1),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(one.error.is_none(), "{:?}", one.error);
+    assert_eq!(
+        (one.total, one.replayed(), one.left(), one.events),
+        (2, 1, 1, 2)
+    );
+    assert_eq!(one.batches[0].first_sequence, seq[0]);
+    assert_eq!(s.proxy.take_accepted(), direct[..2]);
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "the batch not taken is visible again at once"
+    );
+    let rest = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!((rest.total, rest.replayed(), rest.events), (1, 1, 1));
+    assert_eq!(s.proxy.take_accepted(), direct[2..]);
+    assert_eq!(depth(&s, &url).await, ("0".into(), "0".into()));
     s.tap
         .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
         .await
