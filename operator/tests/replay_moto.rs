@@ -1148,3 +1148,52 @@ async fn sqs_batches_go_oldest_first_and_those_not_taken_stay_visible() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_sqs_batch_that_fails_part_way_stays_visible_and_is_published_again_whole() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rf").await;
+    let (stream_arn, shard, records) = table_with_a_stream(&s).await;
+    let event = trigger::to_lambda_event(&records, &stream_arn).unwrap();
+    let direct = s
+        .direct_relay_run(&serde_json::to_value(&event).unwrap())
+        .await;
+    assert_eq!(s.tapped(3).await.len(), 3);
+    let seq: Vec<String> = records.iter().map(sequence_of).collect();
+    let body = invocation_record(
+        &stream_arn,
+        &shard,
+        &seq[0],
+        &seq[2],
+        "2026-11-29T05:00:00.000Z",
+    );
+    let (p, url) = parked_queue(&s, &format!("parked-{}", unique("f")), &[body]).await;
+    // The MODIFY is rejected for good: the INSERT before it is published, the batch stays.
+    s.proxy.state.lock().unwrap().reject_sequence = Some(seq[1].clone());
+    let stopped = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!(
+        (stopped.replayed(), stopped.left(), stopped.events),
+        (0, 1, 1)
+    );
+    assert!(
+        matches!(&stopped.batches[0].outcome, BatchOutcome::Left(w) if w.contains(&seq[1])),
+        "{:?}",
+        stopped.batches[0].outcome
+    );
+    assert_eq!(s.proxy.take_accepted(), direct[..1]);
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "left visible"
+    );
+    // Fixed: the next run publishes the whole batch again (the INSERT twice, same eventId).
+    s.proxy.state.lock().unwrap().reject_sequence = None;
+    let done = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!((done.replayed(), done.events), (1, 3));
+    assert_eq!(s.proxy.take_accepted(), direct);
+    assert_eq!(depth(&s, &url).await, ("0".into(), "0".into()));
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
