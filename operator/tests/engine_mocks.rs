@@ -530,6 +530,11 @@ fn engine_with_artifacts(rules: Rules, artifacts_dir: PathBuf) -> Mocked {
                 .interceptor(interceptor(&[rules.cw, alarm_rules()].concat()))
                 .build(),
         ),
+        dynamodbstreams: aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::config::Builder::from(&sdk)
+                .interceptor(interceptor(&[]))
+                .build(),
+        ),
     };
     let calls: Arc<Mutex<Vec<CallInfo>>> = Arc::default();
     let sink = calls.clone();

@@ -349,3 +349,31 @@ fn replay_reaches_only_owned_failure_buckets_and_buses() {
         );
     }
 }
+
+/// Replay of batches parked with metadata only: it reads the table's stream (GetShardIterator,
+/// GetRecords on stream ARNs only, never on tables) and takes messages from SQS failure
+/// destinations; it can send nothing to a queue.
+#[test]
+fn replay_reads_streams_and_takes_parked_messages_only() {
+    let p = operator_policy();
+    let stream = "arn:aws:dynamodb:eu-west-1:123456789012:table/outbox-a-users/stream/2026-11-29T05:00:00.000";
+    for action in ["dynamodb:GetShardIterator", "dynamodb:GetRecords"] {
+        assert!(allows(&p, action, stream), "{action} on {stream}");
+        let table = "arn:aws:dynamodb:eu-west-1:123456789012:table/outbox-a-users";
+        assert!(!allows(&p, action, table), "{action} on {table}");
+    }
+    for action in ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:Query"] {
+        assert!(!allows(&p, action, stream), "{action} on {stream}");
+    }
+    let queue = "arn:aws:sqs:eu-west-1:123456789012:relay-failures";
+    for action in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+    ] {
+        assert!(allows(&p, action, queue), "{action} on {queue}");
+    }
+    for action in ["sqs:SendMessage", "sqs:PurgeQueue", "sqs:DeleteQueue"] {
+        assert!(!allows(&p, action, queue), "{action} on {queue}");
+    }
+}

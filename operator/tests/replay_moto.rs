@@ -592,21 +592,21 @@ async fn putevents_faults_lose_nothing_and_publish_nothing_twice() {
 }
 
 #[tokio::test]
-async fn a_metadata_only_destination_is_refused_clearly_and_nothing_changes() {
+async fn an_sns_destination_is_refused_clearly_and_nothing_changes() {
     let Some(ep) = endpoint() else { return };
     let s = setup(&ep, "rq").await;
     let mut p = s.p.clone();
-    let queue = "arn:aws:sqs:us-east-1:123456789012:relay-failures";
-    p.spec.relay.on_failure_destination_arn = Some(queue.to_owned());
+    let topic = "arn:aws:sns:us-east-1:123456789012:relay-failures";
+    p.spec.relay.on_failure_destination_arn = Some(topic.to_owned());
     s.h.take_calls();
     let err = replay::replay(&s.engine, &p, &Options::default(), &mut |_| {})
         .await
-        .expect_err("an SQS destination holds no records");
+        .expect_err("an SNS topic cannot be listed");
     assert!(
-        matches!(err, replay::ReplayError::MetadataOnly(ref d) if d == queue),
+        matches!(err, replay::ReplayError::SnsNotListable(ref d) if d == topic),
         "{err}"
     );
-    assert!(err.to_string().contains("not implemented"), "{err}");
+    assert!(err.to_string().contains("--invocation-record"), "{err}");
     let docs = [outbox_operator::manifest::Document {
         origin: "test".to_owned(),
         pipeline: p,
@@ -618,7 +618,7 @@ async fn a_metadata_only_destination_is_refused_clearly_and_nothing_changes() {
             .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains(queue), "{text}");
+    assert!(text.contains(topic), "{text}");
     let calls = s.h.take_calls();
     assert!(calls.iter().all(|c| !c.mutating), "{calls:?}");
     s.tap
@@ -684,6 +684,514 @@ async fn batches_go_in_stream_order_and_one_left_parked_holds_the_later_ones() {
         ],
         "stream order across the two batches"
     );
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
+
+/// The pipeline's table with its stream but without the event source mapping (moto empties the
+/// stream of a table with a mapping, trying to invoke it): the converged table is dropped and
+/// created again under the same name. Then user u1 is created, changed and deleted. Returns the
+/// new stream's ARN, its shard and the records as GetRecords returns them.
+async fn table_with_a_stream(
+    s: &Setup,
+) -> (String, String, Vec<aws_sdk_dynamodbstreams::types::Record>) {
+    let ddb = &s.h.clients.dynamodb;
+    let table = s
+        .stream_arn
+        .split("/stream/")
+        .next()
+        .and_then(|t| t.rsplit("table/").next())
+        .unwrap()
+        .to_owned();
+    ddb.update_table()
+        .table_name(&table)
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .unwrap();
+    ddb.delete_table().table_name(&table).send().await.unwrap();
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType, StreamSpecification, StreamViewType,
+    };
+    let created = ddb
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let stream_arn = created
+        .table_description()
+        .and_then(|t| t.latest_stream_arn())
+        .unwrap()
+        .to_owned();
+    let s_ = |v: &str| AttributeValue::S(v.to_owned());
+    for email in ["a@x.io", "b@x.io"] {
+        ddb.put_item()
+            .table_name(&table)
+            .item("id", s_("u1"))
+            .item("email", s_(email))
+            .send()
+            .await
+            .unwrap();
+    }
+    ddb.delete_item()
+        .table_name(&table)
+        .key("id", s_("u1"))
+        .send()
+        .await
+        .unwrap();
+    let streams = aws_sdk_dynamodbstreams::Client::new(&s.sdk);
+    let shard = trigger::first_shard(&streams, &stream_arn).await.unwrap();
+    let records = trigger::read_stream(&streams, &stream_arn).await.unwrap();
+    let names: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.event_name().map(|n| n.as_str()))
+        .collect();
+    assert_eq!(names, ["INSERT", "MODIFY", "REMOVE"]);
+    (stream_arn, shard, records)
+}
+
+/// The invocation record Lambda sends an SQS (or SNS) on-failure destination for a batch of a
+/// DynamoDB stream mapping: metadata only (format: engine::replay::record).
+fn invocation_record(stream_arn: &str, shard: &str, first: &str, last: &str, at: &str) -> String {
+    sized_invocation_record(stream_arn, shard, (first, last, 3), at)
+}
+
+fn sized_invocation_record(
+    stream_arn: &str,
+    shard: &str,
+    (first, last, size): (&str, &str, usize),
+    at: &str,
+) -> String {
+    json!({
+        "requestContext": {
+            "requestId": "316aa6d0-8154-4000-9af7-85d5f4a6bc81",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:relay",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 3
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": at,
+        "DDBStreamBatchInfo": {
+            "shardId": shard,
+            "startSequenceNumber": first,
+            "endSequenceNumber": last,
+            "approximateArrivalOfFirstRecord": "2026-11-29T04:59:58Z",
+            "approximateArrivalOfLastRecord": "2026-11-29T04:59:59Z",
+            "batchSize": size,
+            "streamArn": stream_arn
+        }
+    })
+    .to_string()
+}
+
+fn sequence_of(r: &aws_sdk_dynamodbstreams::types::Record) -> String {
+    r.dynamodb()
+        .and_then(|d| d.sequence_number())
+        .unwrap()
+        .to_owned()
+}
+
+/// An SQS failure destination of the pipeline, with the given messages; the pipeline that uses it.
+async fn parked_queue(s: &Setup, name: &str, bodies: &[String]) -> (OutboxPipeline, String) {
+    let sqs = &s.h.clients.sqs;
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    for b in bodies {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(b)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut p = s.p.clone();
+    p.spec.relay.on_failure_destination_arn =
+        Some(format!("arn:aws:sqs:us-east-1:123456789012:{name}"));
+    (p, url)
+}
+
+/// (visible, in flight) messages of a queue.
+async fn depth(s: &Setup, url: &str) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out =
+        s.h.clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+    let a = out.attributes().cloned().unwrap_or_default();
+    (
+        a.get(&A::ApproximateNumberOfMessages)
+            .cloned()
+            .unwrap_or_default(),
+        a.get(&A::ApproximateNumberOfMessagesNotVisible)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+async fn replay_of(s: &Setup, p: &OutboxPipeline, opts: &Options) -> Report {
+    replay::replay(&s.engine, p, opts, &mut |_| {})
+        .await
+        .expect("replay starts")
+}
+
+#[tokio::test]
+async fn a_batch_parked_in_sqs_is_read_back_from_the_stream_and_replayed_once() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rs").await;
+    let (stream_arn, shard, records) = table_with_a_stream(&s).await;
+    let event = trigger::to_lambda_event(&records, &stream_arn).unwrap();
+    let direct = s
+        .direct_relay_run(&serde_json::to_value(&event).unwrap())
+        .await;
+    assert_eq!(direct.len(), 3);
+    assert_eq!(s.tapped(3).await.len(), 3);
+    let first = sequence_of(&records[0]);
+    let last = sequence_of(&records[2]);
+    let body = invocation_record(
+        &stream_arn,
+        &shard,
+        &first,
+        &last,
+        "2026-11-29T05:00:00.000Z",
+    );
+    let (p, url) = parked_queue(&s, &format!("parked-{}", unique("q")), &[body]).await;
+
+    // Dry run: reads the queue without holding its message, reads the stream, publishes nothing.
+    s.h.take_calls();
+    let calls_before = s.proxy.calls();
+    let dry = replay_of(
+        &s,
+        &p,
+        &Options {
+            dry_run: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(dry.error.is_none(), "{:?}", dry.error);
+    assert_eq!((dry.total, dry.events, dry.left()), (1, 3, 1));
+    assert_eq!(dry.batches[0].outcome, BatchOutcome::WouldReplay);
+    assert_eq!(
+        dry.batches[0].changes,
+        BTreeMap::from([
+            ("INSERT".to_owned(), 1),
+            ("MODIFY".to_owned(), 1),
+            ("REMOVE".to_owned(), 1)
+        ])
+    );
+    assert_eq!(s.proxy.calls(), calls_before, "a dry run publishes nothing");
+    let mutating: Vec<String> =
+        s.h.take_calls()
+            .into_iter()
+            .filter(|c| c.mutating)
+            .map(|c| c.operation)
+            .collect();
+    assert!(
+        mutating.iter().all(|o| o == "ReceiveMessage"),
+        "a dry run made a mutating call: {mutating:?}"
+    );
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "still visible"
+    );
+    // The read-only guard lets a peek through, nothing else: a receive that would hide the
+    // message is refused before it is sent.
+    let read_only = s.engine.read_only_clients_for(None);
+    let hiding = read_only
+        .sqs
+        .receive_message()
+        .queue_url(&url)
+        .visibility_timeout(30)
+        .send()
+        .await;
+    assert!(hiding.is_err(), "{hiding:?}");
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "still visible"
+    );
+
+    // Replay: the relay's own entries, byte for byte; the message is deleted.
+    let report = replay_of(&s, &p, &Options::default()).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!((report.replayed(), report.left(), report.events), (1, 0, 3));
+    assert_eq!(
+        s.proxy.take_accepted(),
+        direct,
+        "replayed entries differ from the relay's"
+    );
+    assert_eq!(s.tapped(3).await.len(), 3);
+    assert_eq!(
+        depth(&s, &url).await,
+        ("0".into(), "0".into()),
+        "message deleted"
+    );
+
+    // A second run finds nothing and publishes nothing.
+    let again = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!((again.total, again.events), (0, 0));
+    assert!(s.proxy.take_accepted().is_empty());
+    s.h.assert_policy_covers_calls();
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_range_the_stream_no_longer_holds_or_of_another_table_is_left_and_nothing_published() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rg").await;
+    let (stream_arn, shard, records) = table_with_a_stream(&s).await;
+    // A range after the shard's last record: what the stream holds no longer covers it.
+    let last: u128 = sequence_of(&records[2]).parse().unwrap();
+    let (a, b) = ((last + 10).to_string(), (last + 12).to_string());
+    let gone = invocation_record(&stream_arn, &shard, &a, &b, "2026-11-29T05:00:00.000Z");
+    let (p, url) = parked_queue(&s, &format!("parked-{}", unique("g")), &[gone]).await;
+    let docs = [outbox_operator::manifest::Document {
+        origin: "test".to_owned(),
+        pipeline: p.clone(),
+    }];
+    let mut out = Vec::new();
+    let code =
+        outbox_operator::cli::replay::replay_all(&s.engine, &docs, &Options::default(), &mut out)
+            .await
+            .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("no longer in the stream (24-hour retention): 3 records cannot be replayed"),
+        "{text}"
+    );
+    assert!(
+        s.proxy.take_accepted().is_empty(),
+        "nothing guessed, nothing published"
+    );
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "left in the queue"
+    );
+
+    // A record naming another table's stream is refused, even with a range this stream holds.
+    let foreign = stream_arn.replace(":table/", ":table/someone-elses-");
+    let first = sequence_of(&records[0]);
+    let other = invocation_record(
+        &foreign,
+        &shard,
+        &first,
+        &sequence_of(&records[2]),
+        "2026-11-29T05:00:01.000Z",
+    );
+    s.h.clients
+        .sqs
+        .send_message()
+        .queue_url(&url)
+        .message_body(other)
+        .send()
+        .await
+        .unwrap();
+    let report = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!((report.total, report.replayed(), report.events), (2, 0, 0));
+    let why: Vec<String> = report
+        .batches
+        .iter()
+        .map(|b| match &b.outcome {
+            BatchOutcome::Left(w) => w.clone(),
+            o => format!("{o:?}"),
+        })
+        .collect();
+    assert!(why[0].contains("no longer in the stream"), "{why:?}");
+    assert!(
+        why[1].starts_with("refused:") && why[1].contains(&foreign),
+        "{why:?}"
+    );
+    assert!(s.proxy.take_accepted().is_empty());
+    assert_eq!(
+        depth(&s, &url).await,
+        ("2".into(), "0".into()),
+        "both left in the queue"
+    );
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn batches_parked_to_sns_replay_from_the_invocation_records_given() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rn").await;
+    let (stream_arn, shard, records) = table_with_a_stream(&s).await;
+    let event = trigger::to_lambda_event(&records, &stream_arn).unwrap();
+    let direct = s
+        .direct_relay_run(&serde_json::to_value(&event).unwrap())
+        .await;
+    assert_eq!(s.tapped(3).await.len(), 3);
+    let mut p = s.p.clone();
+    p.spec.relay.on_failure_destination_arn =
+        Some("arn:aws:sns:us-east-1:123456789012:relay-failures".to_owned());
+    let body = invocation_record(
+        &stream_arn,
+        &shard,
+        &sequence_of(&records[0]),
+        &sequence_of(&records[2]),
+        "2026-11-29T05:00:00.000Z",
+    );
+    let opts = Options {
+        invocation_records: vec![("saved.json".to_owned(), body.into_bytes())],
+        ..Options::default()
+    };
+    let report = replay_of(&s, &p, &opts).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!((report.replayed(), report.left(), report.events), (1, 0, 3));
+    assert_eq!(report.batches[0].key, "saved.json");
+    assert_eq!(s.proxy.take_accepted(), direct);
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sqs_batches_go_oldest_first_and_those_not_taken_stay_visible() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rm").await;
+    let (stream_arn, shard, records) = table_with_a_stream(&s).await;
+    let event = trigger::to_lambda_event(&records, &stream_arn).unwrap();
+    let direct = s
+        .direct_relay_run(&serde_json::to_value(&event).unwrap())
+        .await;
+    assert_eq!(s.tapped(3).await.len(), 3);
+    let seq: Vec<String> = records.iter().map(sequence_of).collect();
+    // The later batch is sent first; the earlier one (parked a second before) goes first.
+    let later = sized_invocation_record(
+        &stream_arn,
+        &shard,
+        (&seq[2], &seq[2], 1),
+        "2026-11-29T05:00:01.000Z",
+    );
+    let earlier = sized_invocation_record(
+        &stream_arn,
+        &shard,
+        (&seq[0], &seq[1], 2),
+        "2026-11-29T05:00:00.000Z",
+    );
+    let (p, url) = parked_queue(&s, &format!("parked-{}", unique("m")), &[later, earlier]).await;
+    let one = replay_of(
+        &s,
+        &p,
+        &Options {
+            max_batches: Some(1),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(one.error.is_none(), "{:?}", one.error);
+    assert_eq!(
+        (one.total, one.replayed(), one.left(), one.events),
+        (2, 1, 1, 2)
+    );
+    assert_eq!(one.batches[0].first_sequence, seq[0]);
+    assert_eq!(s.proxy.take_accepted(), direct[..2]);
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "the batch not taken is visible again at once"
+    );
+    let rest = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!((rest.total, rest.replayed(), rest.events), (1, 1, 1));
+    assert_eq!(s.proxy.take_accepted(), direct[2..]);
+    assert_eq!(depth(&s, &url).await, ("0".into(), "0".into()));
+    s.tap
+        .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_sqs_batch_that_fails_part_way_stays_visible_and_is_published_again_whole() {
+    let Some(ep) = endpoint() else { return };
+    let s = setup(&ep, "rf").await;
+    let (stream_arn, shard, records) = table_with_a_stream(&s).await;
+    let event = trigger::to_lambda_event(&records, &stream_arn).unwrap();
+    let direct = s
+        .direct_relay_run(&serde_json::to_value(&event).unwrap())
+        .await;
+    assert_eq!(s.tapped(3).await.len(), 3);
+    let seq: Vec<String> = records.iter().map(sequence_of).collect();
+    let body = invocation_record(
+        &stream_arn,
+        &shard,
+        &seq[0],
+        &seq[2],
+        "2026-11-29T05:00:00.000Z",
+    );
+    let (p, url) = parked_queue(&s, &format!("parked-{}", unique("f")), &[body]).await;
+    // The MODIFY is rejected for good: the INSERT before it is published, the batch stays.
+    s.proxy.state.lock().unwrap().reject_sequence = Some(seq[1].clone());
+    let stopped = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!(
+        (stopped.replayed(), stopped.left(), stopped.events),
+        (0, 1, 1)
+    );
+    assert!(
+        matches!(&stopped.batches[0].outcome, BatchOutcome::Left(w) if w.contains(&seq[1])),
+        "{:?}",
+        stopped.batches[0].outcome
+    );
+    assert_eq!(s.proxy.take_accepted(), direct[..1]);
+    assert_eq!(
+        depth(&s, &url).await,
+        ("1".into(), "0".into()),
+        "left visible"
+    );
+    // Fixed: the next run publishes the whole batch again (the INSERT twice, same eventId).
+    s.proxy.state.lock().unwrap().reject_sequence = None;
+    let done = replay_of(&s, &p, &Options::default()).await;
+    assert_eq!((done.replayed(), done.events), (1, 3));
+    assert_eq!(s.proxy.take_accepted(), direct);
+    assert_eq!(depth(&s, &url).await, ("0".into(), "0".into()));
     s.tap
         .remove(&s.h.clients.eventbridge, &s.h.clients.sqs)
         .await

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use aws_lambda_events::event::dynamodb::{Event, EventRecord, UserIdentity};
-use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
 /// Reads every record currently in the stream, shard by shard, in stream order.
 pub async fn read_stream(
@@ -61,57 +61,10 @@ pub async fn read_stream(
     Ok(records)
 }
 
-fn item(map: Option<&HashMap<String, AttributeValue>>) -> serde_dynamo::Item {
-    map.cloned()
-        .map(serde_dynamo::Item::from)
-        .unwrap_or_default()
-}
-
-/// Shapes stream records into the event Lambda hands the relay, as the event source mapping does.
+/// Shapes stream records into the event Lambda hands the relay, as the event source mapping does
+/// (the relay crate's shared conversion, which `outbox-operator replay` uses too).
 pub fn to_lambda_event(records: &[Record], stream_arn: &str) -> Result<Event> {
-    let mut event = Event::default();
-    for r in records {
-        let change = r
-            .dynamodb()
-            .ok_or_else(|| anyhow!("stream record without a dynamodb section"))?;
-        let mut rec = EventRecord::default();
-        rec.event_id = r.event_id().unwrap_or_default().to_owned();
-        rec.event_name = r
-            .event_name()
-            .map(|n| n.as_str().to_owned())
-            .unwrap_or_default();
-        rec.event_version = r.event_version().map(str::to_owned);
-        rec.event_source = Some("aws:dynamodb".to_owned());
-        rec.aws_region = r.aws_region().unwrap_or("us-east-1").to_owned();
-        rec.event_source_arn = Some(stream_arn.to_owned());
-        rec.user_identity = r.user_identity().map(|u| {
-            let mut id = UserIdentity::default();
-            id.type_ = u.r#type().unwrap_or_default().to_owned();
-            id.principal_id = u.principal_id().unwrap_or_default().to_owned();
-            id
-        });
-        if let Some(t) = change.approximate_creation_date_time() {
-            rec.change.approximate_creation_date_time =
-                chrono_from_secs(t.secs(), t.subsec_nanos())?;
-        }
-        rec.change.keys = item(change.keys());
-        rec.change.new_image = item(change.new_image());
-        rec.change.old_image = item(change.old_image());
-        rec.change.sequence_number = change.sequence_number().map(str::to_owned);
-        rec.change.size_bytes = change.size_bytes().unwrap_or_default();
-        rec.change.stream_view_type = change
-            .stream_view_type()
-            .map(|v| serde_json::from_value(serde_json::Value::String(v.as_str().to_owned())))
-            .transpose()
-            .context("stream view type")?;
-        event.records.push(rec);
-    }
-    Ok(event)
-}
-
-fn chrono_from_secs(secs: i64, nanos: u32) -> Result<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp(secs, nanos)
-        .ok_or_else(|| anyhow!("creation time {secs} out of range"))
+    Ok(outbox_relay::stream::to_lambda_event(records, stream_arn)?)
 }
 
 /// The change types an event source mapping's FilterCriteria lets through, when its patterns

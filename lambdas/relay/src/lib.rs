@@ -12,6 +12,8 @@ pub mod emf;
 pub mod event;
 pub mod json;
 pub mod publish;
+#[cfg(feature = "stream-records")]
+pub mod stream;
 
 use std::time::{Duration, SystemTime};
 

@@ -35,6 +35,11 @@ pub struct ReplayArgs {
     /// Publish again the records an earlier, interrupted replay recorded as published.
     #[arg(long)]
     pub republish: bool,
+    /// A Lambda invocation record (JSON, as Lambda sent it to the failure destination, e.g.
+    /// saved by a subscriber of an SNS destination) to replay from the stream instead of listing
+    /// the destination. Repeatable.
+    #[arg(long = "invocation-record", value_name = "FILE")]
+    pub invocation_records: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -54,8 +59,14 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 impl ReplayArgs {
-    fn options(&self) -> Options {
-        Options {
+    fn options(&self) -> anyhow::Result<Options> {
+        let mut records = Vec::with_capacity(self.invocation_records.len());
+        for path in &self.invocation_records {
+            let body = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("--invocation-record {}: {e}", path.display()))?;
+            records.push((path.display().to_string(), body));
+        }
+        Ok(Options {
             dry_run: self.dry_run,
             since: self.since,
             until: self.until,
@@ -63,17 +74,25 @@ impl ReplayArgs {
                 .max_batches
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             republish: self.republish,
+            invocation_records: records,
             ..Options::default()
-        }
+        })
     }
 }
 
 /// Runs the command on every pipeline of the manifests.
 pub async fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_FAILED);
+        }
+    };
     let Some((engine, docs)) = prepare(&args.files, &args.engine, &args.log, &[]).await else {
         return Ok(EXIT_FAILED);
     };
-    replay_all(&engine, &docs, &args.options(), &mut std::io::stdout()).await
+    replay_all(&engine, &docs, &opts, &mut std::io::stdout()).await
 }
 
 /// Replays each pipeline in turn; the worst exit code wins (1 over 2 over 0).
@@ -150,7 +169,7 @@ fn print_batch(
         BatchOutcome::WouldReplay => writeln!(out, "    would publish {} event(s)", b.events),
         BatchOutcome::Replayed => writeln!(
             out,
-            "    replayed: {} event(s) published; moved to replayed/ (run total {} events, {:.1} events/s)",
+            "    replayed: {} event(s) published; marked replayed (run total {} events, {:.1} events/s)",
             b.events,
             r.events,
             r.rate()
@@ -168,11 +187,11 @@ fn summary(out: &mut dyn Write, name: &str, r: &Report) -> std::io::Result<i32> 
     let secs = r.elapsed.as_secs_f64();
     if r.total == 0 {
         writeln!(out, "{name}: no parked batch in {}", r.destination)?;
-        return Ok(if r.error.is_some() {
-            EXIT_FAILED
-        } else {
-            EXIT_OK
-        });
+        if let Some(e) = &r.error {
+            writeln!(out, "{name}: error: {e}")?;
+            return Ok(EXIT_FAILED);
+        }
+        return Ok(EXIT_OK);
     }
     if r.dry_run {
         writeln!(
@@ -219,6 +238,49 @@ mod tests {
         let delta = Utc::now() - two_hours_ago;
         assert!((delta.num_seconds() - 7200).abs() < 5, "{delta}");
         assert!(parse_time("yesterday-ish").is_err());
+    }
+
+    #[test]
+    fn invocation_records_are_read_from_their_files() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ReplayArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("saved.json");
+        std::fs::write(&path, b"{}").unwrap();
+        let file = path.to_str().unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "-f",
+            "p.yaml",
+            "--cluster-id",
+            "c",
+            "--invocation-record",
+            file,
+        ])
+        .unwrap();
+        let opts = cli.args.options().unwrap();
+        assert_eq!(opts.invocation_records, [(file.to_owned(), b"{}".to_vec())]);
+        let gone = dir.path().join("gone.json");
+        let gone = gone.to_str().unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "-f",
+            "p.yaml",
+            "--cluster-id",
+            "c",
+            "--invocation-record",
+            gone,
+        ])
+        .unwrap();
+        let err = cli.args.options().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("--invocation-record {gone}")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 use super::{EngineError, is_mutating};
 
@@ -110,7 +112,20 @@ fn refuse_mutating<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// Refuses every mutating call (the clients of `plan` and `status`).
+/// Marks an SQS ReceiveMessage with `VisibilityTimeout=0`: a peek, let through by the read-only
+/// guard (see [`ReadOnlyInterceptor`]).
+#[derive(Clone, Debug)]
+struct Peek;
+
+impl Storable for Peek {
+    type Storer = StoreReplace<Self>;
+}
+
+/// Refuses every mutating call (the clients of `plan`, `status` and `replay --dry-run`), with one
+/// explicit exception: SQS `ReceiveMessage` with `VisibilityTimeout=0` (a dry-run replay lists
+/// the batches parked in an SQS failure destination). It changes no data: the messages stay in
+/// the queue and are visible again at once. Their receive count does go up, which matters only
+/// to a redrive policy on the destination queue (documented in docs/replay.md).
 #[derive(Debug)]
 pub(crate) struct ReadOnlyInterceptor;
 
@@ -119,12 +134,32 @@ impl Intercept for ReadOnlyInterceptor {
         "OutboxReadOnly"
     }
 
+    fn read_before_serialization(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use aws_sdk_sqs::operation::receive_message::ReceiveMessageInput;
+        let peek = context
+            .input()
+            .downcast_ref::<ReceiveMessageInput>()
+            .is_some_and(|i| i.visibility_timeout() == Some(0));
+        if peek {
+            cfg.interceptor_state().store_put(Peek);
+        }
+        Ok(())
+    }
+
     fn read_before_transmit(
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if cfg.load::<Peek>().is_some() {
+            return Ok(());
+        }
         refuse_mutating(cfg, |service, operation| ReadOnly { service, operation })
     }
 }

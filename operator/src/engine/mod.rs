@@ -83,6 +83,8 @@ pub struct AwsClients {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     /// The pipeline's alarms, and the metrics the health check reads.
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// Read-only use: replay reads batches parked with metadata only back from the stream.
+    pub dynamodbstreams: aws_sdk_dynamodbstreams::Client,
 }
 
 impl AwsClients {
@@ -123,6 +125,7 @@ impl AwsClients {
             sqs: client!(aws_sdk_sqs, |b| b),
             logs: client!(aws_sdk_cloudwatchlogs, |b| b),
             cloudwatch: client!(aws_sdk_cloudwatch, |b| b),
+            dynamodbstreams: client!(aws_sdk_dynamodbstreams, |b| b),
         }
     }
 
@@ -143,6 +146,7 @@ impl AwsClients {
             sqs: rebuild!(aws_sdk_sqs, self.sqs),
             logs: rebuild!(aws_sdk_cloudwatchlogs, self.logs),
             cloudwatch: rebuild!(aws_sdk_cloudwatch, self.cloudwatch),
+            dynamodbstreams: rebuild!(aws_sdk_dynamodbstreams, self.dynamodbstreams),
         }
     }
 }

@@ -20,8 +20,12 @@
 //! - **Dry run** uses the engine's read-only clients: every mutating call is refused before it is
 //!   sent.
 //!
-//! SQS and SNS destinations receive metadata only; reading those records back from the stream
-//! is not implemented: replay says so and changes nothing ([`ReplayError::MetadataOnly`]).
+//! SQS and SNS destinations receive metadata only (shard and sequence range): the records are
+//! read back from the stream while it holds them (24 hours), see [`metadata`]. An SQS queue is
+//! read with ReceiveMessage and a replayed batch's message deleted ([`queue`]); an SNS topic
+//! delivers to its subscribers and cannot be listed: its batches are replayed from invocation
+//! records the user gives ([`Options::invocation_records`]), else replay says so
+//! ([`ReplayError::SnsNotListable`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -34,8 +38,11 @@ use crate::crd::OutboxPipeline;
 use crate::engine::{Engine, EngineError};
 
 mod batch;
+mod metadata;
+mod queue;
 pub mod record;
 mod store;
+mod stream;
 pub mod target;
 
 pub use store::Listed;
@@ -57,6 +64,10 @@ pub struct Options {
     pub retry: RetryPolicy,
     /// How long one batch may take to publish, retries included.
     pub batch_deadline: Duration,
+    /// Invocation records to replay instead of listing the destination, as (name, JSON body):
+    /// how batches parked to an SNS topic are replayed (saved by a subscriber). Read back from
+    /// the stream; nothing is marked.
+    pub invocation_records: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for Options {
@@ -69,6 +80,7 @@ impl Default for Options {
             republish: false,
             retry: RetryPolicy::default(),
             batch_deadline: Duration::from_secs(15 * 60),
+            invocation_records: Vec::new(),
         }
     }
 }
@@ -81,9 +93,11 @@ pub enum ReplayError {
     #[error("the pipeline is not provisioned: {0}")]
     NotProvisioned(String),
     #[error(
-        "the failure destination {0} receives batch metadata only (shard and sequence range, no records); replay reads S3 destinations, and reading the records back from the stream is not implemented yet"
+        "the failure destination {0} is an SNS topic: the batches parked there were delivered to its subscribers and cannot be listed; give the invocation records a subscriber saved with --invocation-record FILE to replay them from the stream"
     )]
-    MetadataOnly(String),
+    SnsNotListable(String),
+    #[error("the failure destination {0} is neither an S3 bucket, an SQS queue nor an SNS topic")]
+    Unsupported(String),
     #[error("the relay's configuration built from spec.relay is invalid: {0}")]
     RelayConfig(#[source] ConfigError),
     #[error("this reconciler cannot replay parked batches")]
@@ -181,26 +195,85 @@ pub async fn replay(
         .await
         .map_err(ReplayError::Aws)?;
     let target = target::resolve(&clients, engine.config(), pipeline).await?;
-    let listed = store::parked(&clients.s3, &target.bucket)
-        .await
-        .map_err(ReplayError::Aws)?;
-    let selected = select(listed, opts);
     let mut report = Report {
         destination: target.destination.clone(),
         dry_run: opts.dry_run,
-        total: selected.len(),
         ..Report::default()
     };
-    let take = opts.max_batches.unwrap_or(usize::MAX);
-    let run = batch::Run::new(&clients, &target, opts);
+    let (source, found) = match &target.parked {
+        _ if !opts.invocation_records.is_empty() => (metadata::Source::Given, given(opts)),
+        target::Parked::S3 { bucket } => {
+            let listed = store::parked(&clients.s3, bucket)
+                .await
+                .map_err(ReplayError::Aws)?;
+            let run = batch::Run::new(&clients, bucket, &target, opts);
+            s3(&run, listed, &mut report, started, on_batch).await;
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+        target::Parked::Sqs {
+            queue_name,
+            account,
+        } => {
+            let url = queue::url(&clients.sqs, queue_name, account)
+                .await
+                .map_err(ReplayError::Aws)?;
+            let found = queue::receive(&clients.sqs, &url, opts.dry_run)
+                .await
+                .map_err(ReplayError::Aws)?;
+            let sqs = &clients.sqs;
+            (metadata::Source::Queue { sqs, url }, found)
+        }
+        target::Parked::Sns => return Err(ReplayError::SnsNotListable(target.destination)),
+    };
+    let run = batch::Run::new(&clients, "", &target, opts);
+    let streams = &clients.dynamodbstreams;
+    let result = metadata::replay(
+        &run,
+        streams,
+        &source,
+        found,
+        &mut report,
+        started,
+        on_batch,
+    )
+    .await;
+    if let Err(e) = result {
+        report.error.get_or_insert(e.to_string());
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The invocation records the user gave, as parked batches.
+fn given(opts: &Options) -> Vec<metadata::Found> {
+    opts.invocation_records
+        .iter()
+        .map(|(name, body)| metadata::Found {
+            key: name.clone(),
+            body: body.clone(),
+            handle: None,
+        })
+        .collect()
+}
+
+/// The S3 failure bucket's batches.
+async fn s3(
+    run: &batch::Run<'_>,
+    listed: Vec<Listed>,
+    report: &mut Report,
+    started: Instant,
+    on_batch: &mut (dyn FnMut(&Report) + Send),
+) {
+    let selected = select(listed, run.opts);
+    report.total = selected.len();
+    let take = run.opts.max_batches.unwrap_or(usize::MAX);
     for group in same_second(selected.into_iter().take(take).collect()) {
-        let stop = run.group(group, &mut report, started, on_batch).await;
+        let stop = run.group(group, report, started, on_batch).await;
         if stop {
             break;
         }
     }
-    report.elapsed = started.elapsed();
-    Ok(report)
 }
 
 /// The batches parked within the time range, oldest first (unknown times first; with a time

@@ -68,6 +68,7 @@ impl Harness {
             let prefix = match call.service.to_ascii_lowercase().as_str() {
                 "eventbridge" => "events".to_owned(),
                 "cloudwatch logs" => "logs".to_owned(),
+                "dynamodb streams" => "dynamodb".to_owned(),
                 other => other.to_owned(),
             };
             let op = match call.operation.as_str() {
@@ -178,6 +179,10 @@ pub fn call_resources(service: &str, op: &str) -> Vec<String> {
     let bus = format!("arn:aws:events:{region}:{acct}:event-bus/user-bus");
     let rule = format!("arn:aws:events:{region}:{acct}:rule/user-bus/outbox-0123abcd-audit");
     match (service, op) {
+        // Replay reads a batch parked with metadata only back from the table's stream.
+        ("dynamodb", "GetShardIterator" | "GetRecords") => vec![format!(
+            "arn:aws:dynamodb:{region}:{acct}:table/user-table/stream/2026-11-29T05:00:00.000"
+        )],
         ("dynamodb", _) => vec![format!("arn:aws:dynamodb:{region}:{acct}:table/user-table")],
         // Pre-flight reads the configured boundary policy.
         ("iam", "GetPolicy") => vec![format!("arn:aws:iam::{acct}:policy/outbox-role-boundary")],
@@ -188,6 +193,10 @@ pub fn call_resources(service: &str, op: &str) -> Vec<String> {
         ("sqs", "GetQueueUrl") => vec![format!("arn:aws:sqs:{region}:{acct}:users-queue")],
         // Health reads the depth of an SQS failure destination.
         ("sqs", "GetQueueAttributes") => vec![format!("arn:aws:sqs:{region}:{acct}:users-queue")],
+        // Replay takes the batches parked in an SQS failure destination (a user's queue).
+        ("sqs", "ReceiveMessage" | "DeleteMessage" | "ChangeMessageVisibility") => {
+            vec![format!("arn:aws:sqs:{region}:{acct}:users-failures")]
+        }
         ("logs", _) => vec![format!(
             "arn:aws:logs:{region}:{acct}:log-group:/aws/lambda/outbox-0123abcd-relay"
         )],

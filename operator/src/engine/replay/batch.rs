@@ -18,11 +18,13 @@ use crate::engine::{AwsClients, EngineError};
 /// What every batch of a run uses.
 pub(super) struct Run<'a> {
     s3: &'a aws_sdk_s3::Client,
+    /// The S3 failure bucket (empty for destinations that are not S3).
+    bucket: &'a str,
     /// The engine's EventBridge client with the SDK's retries off: the relay's publisher does
     /// the retrying, as in the relay.
     events: aws_sdk_eventbridge::Client,
-    target: &'a Target,
-    opts: &'a Options,
+    pub(super) target: &'a Target,
+    pub(super) opts: &'a Options,
 }
 
 /// A batch read from its object (or why it cannot be read).
@@ -33,7 +35,12 @@ struct Loaded {
 }
 
 impl<'a> Run<'a> {
-    pub(super) fn new(clients: &'a AwsClients, target: &'a Target, opts: &'a Options) -> Self {
+    pub(super) fn new(
+        clients: &'a AwsClients,
+        bucket: &'a str,
+        target: &'a Target,
+        opts: &'a Options,
+    ) -> Self {
         let events = aws_sdk_eventbridge::Client::from_conf(
             clients
                 .eventbridge
@@ -44,6 +51,7 @@ impl<'a> Run<'a> {
         );
         Run {
             s3: &clients.s3,
+            bucket,
             events,
             target,
             opts,
@@ -61,7 +69,7 @@ impl<'a> Run<'a> {
     ) -> bool {
         let mut loaded = Vec::with_capacity(group.len());
         for listed in group {
-            match store::read(self.s3, &self.target.bucket, &listed.key).await {
+            match store::read(self.s3, self.bucket, &listed.key).await {
                 Ok(Some(body)) => {
                     let parsed = record::parse(&body);
                     loaded.push(Loaded {
@@ -127,7 +135,7 @@ impl<'a> Run<'a> {
             batch.outcome = BatchOutcome::Left(e.to_string());
             Err((Box::new(batch), e))
         };
-        let marks = match store::marks(self.s3, &self.target.bucket, &l.listed.key).await {
+        let marks = match store::marks(self.s3, self.bucket, &l.listed.key).await {
             Ok(m) => m,
             Err(e) => return fail(batch, e),
         };
@@ -182,7 +190,10 @@ impl<'a> Run<'a> {
 
     /// The records in stream order up to the first one the relay cannot publish: the entries,
     /// the records skipped (unmapped change type), and the problem that stopped it.
-    fn prepare(&self, records: &[&EventRecord]) -> (Vec<Prepared>, usize, Option<String>) {
+    pub(super) fn prepare(
+        &self,
+        records: &[&EventRecord],
+    ) -> (Vec<Prepared>, usize, Option<String>) {
         let mut ready = Vec::with_capacity(records.len());
         let mut skipped = 0;
         for r in records {
@@ -208,13 +219,8 @@ impl<'a> Run<'a> {
         problem: Option<String>,
         marks: Marks,
     ) -> Result<(usize, BatchOutcome), (usize, EngineError)> {
-        let deadline = tokio::time::Instant::now() + self.opts.batch_deadline;
-        let limit = self.target.relay.request_size_limit_bytes;
-        let out = publish(&self.events, ready, limit, &self.opts.retry, deadline).await;
-        let events = out.published_entries.len();
-        let stopped = out
-            .stopped_at
-            .map(|(i, reason)| stop_text(ready.get(i), &reason));
+        let (published, stopped) = self.send(ready).await;
+        let events = published.len();
         let Some(reason) = stopped.or(problem) else {
             self.finish(key, Some(body), &marks)
                 .await
@@ -222,18 +228,30 @@ impl<'a> Run<'a> {
             return Ok((events, BatchOutcome::Replayed));
         };
         if events > 0 {
-            let mut published = marks.published;
-            published.sequence_numbers.extend(
-                out.published_entries
+            let mut record = marks.published;
+            record.sequence_numbers.extend(
+                published
                     .iter()
                     .filter_map(|i| ready.get(*i))
                     .map(|p| p.sequence_number.clone()),
             );
-            store::record_published(self.s3, &self.target.bucket, key, &published)
+            store::record_published(self.s3, self.bucket, key, &record)
                 .await
                 .map_err(|e| (events, e))?;
         }
         Ok((events, BatchOutcome::Left(reason)))
+    }
+
+    /// Publishes the entries with the relay's publisher: the indices published, and why it
+    /// stopped before the end (None: all published).
+    pub(super) async fn send(&self, ready: &[Prepared]) -> (Vec<usize>, Option<String>) {
+        let deadline = tokio::time::Instant::now() + self.opts.batch_deadline;
+        let limit = self.target.relay.request_size_limit_bytes;
+        let out = publish(&self.events, ready, limit, &self.opts.retry, deadline).await;
+        let stopped = out
+            .stopped_at
+            .map(|(i, reason)| stop_text(ready.get(i), &reason));
+        (out.published_entries, stopped)
     }
 
     async fn finish(
@@ -242,7 +260,7 @@ impl<'a> Run<'a> {
         body: Option<Vec<u8>>,
         marks: &Marks,
     ) -> Result<(), EngineError> {
-        store::mark_replayed(self.s3, &self.target.bucket, key, body, marks.has_record).await
+        store::mark_replayed(self.s3, self.bucket, key, body, marks.has_record).await
     }
 }
 

@@ -23,7 +23,15 @@
 //! }
 //! ```
 //!
-//! SQS and SNS destinations receive the same document without `requestPayload`.
+//! SQS and SNS destinations receive the same document without `requestPayload` (same page:
+//! "Amazon SQS and Amazon SNS destinations" receive metadata only; its example SQS record has
+//! exactly the keys above but `requestPayload`, and `responsePayload` only when it fits). SQS:
+//! one message per failed batch, its body the document. SNS: the document is the notification's
+//! `Message`. Also modelled by Powertools for AWS Lambda (Python) as
+//! `DynamoDBStreamLambdaInvocationModel`
+//! (<https://github.com/aws-powertools/powertools-lambda-python/pull/7818>). Replay reads such a
+//! batch's records back from `DDBStreamBatchInfo.streamArn` by `shardId` and the sequence range
+//! ([`super::stream`]).
 
 use aws_lambda_events::dynamodb::Event;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -127,6 +135,45 @@ pub fn parse(body: &[u8]) -> Result<ParkedBatch, RecordError> {
     })
 }
 
+/// A batch parked with metadata only (SQS, SNS), read from its invocation record.
+#[derive(Clone, Debug)]
+pub struct MetadataBatch {
+    pub info: BatchInfo,
+    pub condition: Option<String>,
+    /// When Lambda gave the batch up (the record's `timestamp`).
+    pub parked_at: Option<DateTime<Utc>>,
+}
+
+/// An SNS notification as a subscriber without raw message delivery receives it (an SQS queue
+/// subscribed to the topic, an HTTPS endpoint): the invocation record is its `Message`.
+#[derive(Deserialize)]
+struct SnsNotification {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// Parses a metadata-only invocation record (an SQS message body, an SNS `Message`, a file).
+/// A saved SNS notification is unwrapped. A record that carries its payload anyway is read the
+/// same way: replay reads the stream.
+pub fn parse_metadata(body: &[u8]) -> Result<MetadataBatch, RecordError> {
+    let record: InvocationRecord = match serde_json::from_slice::<SnsNotification>(body) {
+        Ok(n) if n.kind == "Notification" => serde_json::from_str(&n.message),
+        _ => serde_json::from_slice(body),
+    }
+    .map_err(|e| RecordError::Malformed(e.into()))?;
+    Ok(MetadataBatch {
+        parked_at: record
+            .timestamp
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        condition: record.request_context.and_then(|c| c.condition),
+        info: record.batch_info,
+    })
+}
+
 /// When Lambda parked the batch, from the key's last segment (`YYYY-MM-DDTHH.MM.SS-<uuid>`).
 pub fn parked_at(key: &str) -> Option<DateTime<Utc>> {
     let last = key.rsplit('/').next()?;
@@ -186,6 +233,24 @@ mod tests {
     fn a_metadata_only_record_says_the_records_are_not_in_it() {
         let body = br#"{"version":"1.0","DDBStreamBatchInfo":{"shardId":"s","startSequenceNumber":"1","endSequenceNumber":"2"}}"#;
         assert!(matches!(parse(body), Err(RecordError::NoPayload)));
+    }
+
+    #[test]
+    fn an_sqs_invocation_record_gives_its_range_and_time() {
+        // As Lambda sends it to an SQS destination (no requestPayload).
+        let body = br#"{"requestContext":{"requestId":"316aa6d0-8154-xmpl-9af7-85d5f4a6bc81","functionArn":"arn:aws:lambda:us-east-2:123456789012:function:myfunction","condition":"RetryAttemptsExhausted","approximateInvokeCount":1},"responseContext":{"statusCode":200,"executedVersion":"$LATEST","functionError":"Unhandled"},"version":"1.0","timestamp":"2019-11-14T00:13:49.717Z","DDBStreamBatchInfo":{"shardId":"shardId-00000001573689847184-864758bb","startSequenceNumber":"800000000003126276362","endSequenceNumber":"800000000003126276362","approximateArrivalOfFirstRecord":"2019-11-14T00:13:19Z","approximateArrivalOfLastRecord":"2019-11-14T00:13:19Z","batchSize":1,"streamArn":"arn:aws:dynamodb:us-east-2:123456789012:table/mytable/stream/2019-11-14T00:04:06.388"}}"#;
+        let b = parse_metadata(body).unwrap();
+        assert_eq!(b.info.start_sequence_number, "800000000003126276362");
+        assert_eq!(b.info.batch_size, Some(1));
+        assert_eq!(b.condition.as_deref(), Some("RetryAttemptsExhausted"));
+        assert_eq!(
+            b.parked_at.map(|t| t.to_rfc3339()),
+            Some("2019-11-14T00:13:49.717+00:00".to_owned())
+        );
+        assert!(matches!(
+            parse_metadata(b"{}"),
+            Err(RecordError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -18,10 +18,51 @@ use crate::engine::{AwsClients, EngineConfig};
 pub struct Target {
     /// The failure destination's ARN.
     pub destination: String,
-    /// The S3 bucket of the failure destination.
-    pub bucket: String,
+    /// What kind of destination it is.
+    pub parked: Parked,
+    /// The pipeline's table: a batch read back from a stream must name one of its streams.
+    pub table_arn: String,
     /// The relay's configuration, exactly as the reconcile sets it on the relay function.
     pub relay: RelayConfig,
+}
+
+/// The failure destination, by kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parked {
+    /// An S3 bucket: each batch with its records.
+    S3 { bucket: String },
+    /// An SQS queue: one message per batch, metadata only.
+    Sqs { queue_name: String, account: String },
+    /// An SNS topic: metadata only, delivered to its subscribers (cannot be listed).
+    Sns,
+}
+
+impl Parked {
+    /// The kind of destination an ARN names; None for anything else.
+    pub fn of(arn: &str) -> Option<Parked> {
+        if let Some(bucket) = bucket_of(arn) {
+            return Some(Parked::S3 {
+                bucket: bucket.to_owned(),
+            });
+        }
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        match parts.as_slice() {
+            ["arn", _, "sqs", _, account, name] if !name.is_empty() => Some(Parked::Sqs {
+                queue_name: (*name).to_owned(),
+                account: (*account).to_owned(),
+            }),
+            ["arn", _, "sns", _, _, name] if !name.is_empty() => Some(Parked::Sns),
+            _ => None,
+        }
+    }
+}
+
+/// True when `stream_arn` is a stream of the table `table_arn` (`<table ARN>/stream/<label>`).
+pub fn stream_of_table(stream_arn: &str, table_arn: &str) -> bool {
+    stream_arn
+        .strip_prefix(table_arn)
+        .and_then(|rest| rest.strip_prefix("/stream/"))
+        .is_some_and(|label| !label.is_empty() && !label.contains('/'))
 }
 
 /// The bucket of an S3 ARN (`arn:<partition>:s3:::<bucket>`).
@@ -52,11 +93,14 @@ pub async fn resolve(
                 &format!("dynamodb table {}", names.table),
             ))
         })?;
-    let env = table
+    let table_arn = table
         .table()
         .and_then(|t| t.table_arn())
-        .and_then(AwsEnv::from_arn)
-        .ok_or_else(|| ReplayError::NotProvisioned(format!("table {} has no ARN", names.table)))?;
+        .ok_or_else(|| ReplayError::NotProvisioned(format!("table {} has no ARN", names.table)))?
+        .to_owned();
+    let env = AwsEnv::from_arn(&table_arn).ok_or_else(|| {
+        ReplayError::NotProvisioned(format!("table {} has an unexpected ARN", names.table))
+    })?;
     let owner = Owner {
         cluster_id: config.cluster_id.clone(),
         pipeline: format!(
@@ -76,12 +120,12 @@ pub async fn resolve(
     };
     let destination = desired::failure_destination(&inputs);
     let relay = relay_config(&inputs, &names)?;
-    let bucket = bucket_of(&destination)
-        .ok_or_else(|| ReplayError::MetadataOnly(destination.clone()))?
-        .to_owned();
+    let parked =
+        Parked::of(&destination).ok_or_else(|| ReplayError::Unsupported(destination.clone()))?;
     Ok(Target {
         destination,
-        bucket,
+        parked,
+        table_arn,
         relay,
     })
 }
@@ -110,5 +154,38 @@ mod tests {
         assert_eq!(bucket_of("arn:aws-cn:s3:::b"), Some("b"));
         assert_eq!(bucket_of("arn:aws:sqs:eu-west-1:1:q"), None);
         assert_eq!(bucket_of("arn:aws:sns:eu-west-1:1:t"), None);
+    }
+
+    #[test]
+    fn destinations_are_told_apart_by_their_arn() {
+        assert_eq!(
+            Parked::of("arn:aws:sqs:eu-west-1:123456789012:parked"),
+            Some(Parked::Sqs {
+                queue_name: "parked".into(),
+                account: "123456789012".into()
+            })
+        );
+        assert_eq!(
+            Parked::of("arn:aws:sns:eu-west-1:123456789012:t"),
+            Some(Parked::Sns)
+        );
+        assert_eq!(Parked::of("arn:aws:lambda:eu-west-1:1:function:f"), None);
+    }
+
+    #[test]
+    fn a_stream_belongs_to_its_table_only() {
+        let table = "arn:aws:dynamodb:us-east-1:1:table/outbox-a";
+        assert!(stream_of_table(
+            "arn:aws:dynamodb:us-east-1:1:table/outbox-a/stream/2026-11-29T05:00:00.000",
+            table
+        ));
+        assert!(!stream_of_table(
+            "arn:aws:dynamodb:us-east-1:1:table/outbox-ab/stream/2026-11-29T05:00:00.000",
+            table
+        ));
+        assert!(!stream_of_table(
+            "arn:aws:dynamodb:us-east-1:1:table/outbox-b/stream/x",
+            table
+        ));
     }
 }
