@@ -29,6 +29,7 @@
 //! write (the engine's fence refuses it) and writes no status.
 
 mod account;
+pub mod events;
 mod leader;
 mod malformed;
 mod replay;
@@ -46,7 +47,7 @@ use std::time::{Duration, Instant};
 use kube::api::ObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -134,8 +135,8 @@ pub struct Context<R> {
     pub client: Client,
     /// The AWS side: the engine, or a fake in tests.
     pub reconciler: R,
-    /// The one Recorder for all Events.
-    pub recorder: Recorder,
+    /// The Recorder for all Events (renewed as its cache expires).
+    pub events: events::Events,
     pub metrics: Arc<Metrics>,
     /// Converged pipelines are reconciled again after this long (drift repair).
     pub resync_period: Duration,
@@ -158,7 +159,7 @@ impl<R> Context<R> {
         resync_period: Duration,
     ) -> Self {
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Events::new(client.clone(), reporter),
             client,
             reconciler,
             metrics,
@@ -231,6 +232,7 @@ pub async fn reconcile<R: Reconciler>(
         namespace = obj.meta().namespace.as_deref().unwrap_or(""),
         name = obj.meta().name.as_deref().unwrap_or("")
     );
+    ctx.events.expire();
     let result = async {
         if !ctx.leading() {
             // The controller is stopping; this pass must not start.

@@ -245,7 +245,7 @@ pub(super) async fn publish_ref<R>(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+    if let Err(e) = ctx.events.recorder().publish(&event, reference).await {
         warn!(error = %e, reason, "cannot publish Event");
     }
 }
