@@ -20,6 +20,7 @@ pub mod crd;
 pub mod engine;
 pub mod identity;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 
 /// The CRD as YAML, with the generated-file header; `crds/outboxpipelines.yaml` is this output.

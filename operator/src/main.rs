@@ -4,9 +4,13 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads (see outbox_operator::memory).
+    outbox_operator::memory::tune_allocator();
     let cli = outbox_operator::cli::Cli::parse();
-    let code = outbox_operator::cli::run(cli).await?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let code = runtime.block_on(outbox_operator::cli::run(cli))?;
     std::process::exit(code);
 }

@@ -89,12 +89,13 @@ async fn wait_for_passes(metrics: &Metrics, n: f64) {
 /// Serves the list, then answers each watch request with the next scripted event (the watch
 /// stream then ends and the watcher reconnects). GETs and writes see the latest object.
 fn api_server(
+    initial: Value,
     mut script: tokio::sync::mpsc::UnboundedReceiver<Value>,
 ) -> (Client, tokio::task::JoinHandle<()>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let task = tokio::spawn(async move {
-        let mut current = pipeline();
+        let mut current = initial;
         let mut pending_watch = None;
         loop {
             tokio::select! {
@@ -134,11 +135,8 @@ fn api_server(
     (client, task)
 }
 
-#[tokio::test]
-async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_deletion_do() {
-    let (script, events) = tokio::sync::mpsc::unbounded_channel();
-    let (client, api) = api_server(events);
-    let config = Config {
+fn config() -> Config {
+    Config {
         engine: EngineConfig {
             cluster_id: "c1".into(),
             allow_adoption: false,
@@ -155,7 +153,14 @@ async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_delet
         namespace: None,
         leader_election: None,
         identity: "test".into(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_deletion_do() {
+    let (script, events) = tokio::sync::mpsc::unbounded_channel();
+    let (client, api) = api_server(pipeline(), events);
+    let config = config();
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -219,4 +224,78 @@ async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_delet
     let _ = stop_tx.send(());
     running.await.expect("controller stops on its trigger");
     api.abort();
+}
+
+/// Records the metadata of every pipeline it is handed, and is otherwise [`ReadyEngine`].
+#[derive(Clone, Default)]
+struct SeeingEngine {
+    seen: Arc<std::sync::Mutex<Vec<kube::api::ObjectMeta>>>,
+}
+
+impl Reconciler for SeeingEngine {
+    async fn reconcile(&self, p: &OutboxPipeline) -> Outcome {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(p.metadata.clone());
+        }
+        ReadyEngine.reconcile(p).await
+    }
+
+    async fn delete(&self, p: &OutboxPipeline) -> Result<DeleteOutcome, EngineError> {
+        ReadyEngine.delete(p).await
+    }
+}
+
+/// At a thousand pipelines the watch cache is most of the operator's memory; the API server's
+/// field-manager records and kubectl's copy of the manifest are never read, so they are not kept.
+#[tokio::test]
+async fn the_watch_cache_keeps_no_managed_fields_and_no_last_applied_manifest() {
+    let mut object = pipeline();
+    object["metadata"]["managedFields"] = json!([
+        {"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "outbox.dev/v1alpha1",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:table": {}}}},
+        {"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "outbox.dev/v1alpha1",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}, "subresource": "status"}
+    ]);
+    let manifest = serde_json::to_string(&object["spec"]).expect("JSON");
+    object["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": manifest,
+        "team": "payments",
+    });
+    let (_script, events) = tokio::sync::mpsc::unbounded_channel();
+    let (client, api) = api_server(object, events);
+    let engine = SeeingEngine::default();
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        engine.clone(),
+        Reporter::from(FIELD_MANAGER),
+        metrics.clone(),
+        Duration::from_secs(300),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = controller::trigger(async {
+        let _ = stop_rx.await;
+    });
+    let config = config();
+    let running = tokio::spawn(async move {
+        controller::run_controller(&client, &config, ctx, stop).await;
+    });
+    wait_for_passes(&metrics, 1.0).await;
+    let _ = stop_tx.send(());
+    running.await.expect("controller stops on its trigger");
+    api.abort();
+
+    let seen = engine.seen.lock().expect("lock").clone();
+    let meta = seen.first().expect("the engine saw the pipeline");
+    assert_eq!(meta.managed_fields, Some(vec![]), "managedFields kept");
+    let annotations = meta.annotations.clone().unwrap_or_default();
+    assert!(
+        !annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"),
+        "last-applied-configuration kept: {annotations:?}"
+    );
+    assert_eq!(
+        annotations.get("team").map(String::as_str),
+        Some("payments"),
+        "other annotations are the user's and stay"
+    );
 }

@@ -16,7 +16,7 @@ use kube::api::ListParams;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::leader::{Elector, follow_leadership};
@@ -136,6 +136,7 @@ pub async fn run_with<R: Reconciler>(
         port = config.metrics_port,
         "serving /metrics, /healthz, /readyz"
     );
+    let trimmer = tokio::spawn(crate::memory::trim_periodically(shutdown.clone()));
 
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_owned(),
@@ -179,6 +180,7 @@ pub async fn run_with<R: Reconciler>(
     };
     // The controller has stopped (shutdown, or a leader-election failure): stop serving too.
     readiness.set(false);
+    trimmer.abort();
     server.abort();
     if let Ok(Err(e)) = server.await {
         warn!(error = %e, "metrics server failed");
@@ -253,6 +255,7 @@ pub async fn run_controller<R: Reconciler>(
     let (reader, writer) = reflector::store();
     let triggers = watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(forget_bookkeeping)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changes_that_matter(), PredicateConfig::default());
@@ -273,6 +276,18 @@ pub async fn run_controller<R: Reconciler>(
         })
         .await;
 }
+
+/// Drops what the controller never reads from a watched pipeline before the store keeps it:
+/// `metadata.managedFields` (a record per field manager of every field it set) and kubectl's
+/// `last-applied-configuration` annotation (the whole manifest again). At a thousand pipelines
+/// they would be most of the store's memory.
+fn forget_bookkeeping(obj: &mut Watched) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// kubectl's copy of the applied manifest (client-side `kubectl apply`).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The pipelines' controller ([`run_controller`]) and the OutboxAccounts' (their roles assumed,
 /// their status written) side by side, until `stop` fires.
