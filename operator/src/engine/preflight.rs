@@ -43,13 +43,14 @@ pub async fn check(ctx: &Ctx<'_>) -> Result<(), Failure> {
     tags(ctx)?;
     artifacts(ctx)?;
     // The pipeline's own bus, read once: its ARN tells the account, and the bus step gets this
-    // observation rather than reading the bus again.
+    // observation rather than reading the bus again. It is the pass's first AWS call, so its
+    // failure (credentials, an account not reachable) counts where the account's read did: Table.
     let own_bus = match ctx.spec.bus.existing() {
         Some(_) => None,
         None => Some(
             bus::observe_for_pass(ctx, &ctx.names.bus)
                 .await
-                .map_err(|e| (Component::Bus, e))?,
+                .map_err(|e| (Component::Table, e))?,
         ),
     };
     let known = own_bus
