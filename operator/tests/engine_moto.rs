@@ -565,3 +565,108 @@ fn has_action_in(actions: &[outbox_operator::engine::AwsAction], verb: Verb, par
         .iter()
         .any(|a| a.verb == verb && a.resource.contains(part))
 }
+
+/// The reads of one pass, as `service:operation` → count.
+fn reads_by_operation(
+    calls: &[outbox_operator::engine::CallInfo],
+) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in calls {
+        assert!(!c.mutating, "a converged pass made {}", c.operation);
+        let key = format!("{}:{}", c.service.to_ascii_lowercase(), c.operation);
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+/// A converged pipeline (relay + one bundled consumer, writer off, default monitoring: what
+/// bench-scale runs) reads each resource once per resync pass and per `status`: the reads are
+/// pinned per operation, so a step that reads again what its pass already read fails here (issue
+/// 15: at 1,000 pipelines every read per pass is ~3 calls/s against AWS's quotas). The log groups
+/// and the alarms are listed once by their name prefix; the bus pre-flight reads is the bus step's
+/// and its ARN tells the account (no read of the default bus). Drift is still seen on the next
+/// pass: nothing is kept across passes.
+#[tokio::test]
+async fn a_converged_pipelines_pass_reads_each_resource_once() {
+    let Some(ep) = endpoint() else { return };
+    let id = unique("rd");
+    let cluster = format!("cl-{id}");
+    let h = Harness::new(&ep, &cluster, false).await;
+    let mut p = example("user-created.yaml", &id);
+    p.spec.writer.enabled = false;
+    let names = Names::new(&cluster, &p);
+    h.converge(&p).await;
+    h.assert_steady(&p).await;
+    let expected: std::collections::BTreeMap<String, usize> = [
+        ("cloudwatch:DescribeAlarms", 1),
+        ("cloudwatch:GetMetricData", 1),
+        // The three alarms' tags (DescribeAlarms returns none).
+        ("cloudwatch:ListTagsForResource", 3),
+        ("cloudwatch logs:DescribeLogGroups", 1),
+        ("cloudwatch logs:ListTagsForResource", 2),
+        ("dynamodb:DescribeContinuousBackups", 1),
+        ("dynamodb:DescribeTable", 1),
+        ("dynamodb:ListTagsOfResource", 1),
+        ("eventbridge:DescribeEventBus", 1),
+        ("eventbridge:DescribeRule", 1),
+        ("eventbridge:ListRules", 1),
+        // The bus's and the rule's tags.
+        ("eventbridge:ListTagsForResource", 2),
+        ("eventbridge:ListTargetsByRule", 1),
+        // The relay's and the consumer's roles, and the writer's (switched off: absent).
+        ("iam:GetRole", 3),
+        ("iam:GetRolePolicy", 2),
+        // Relay, consumer, and the writer's absence.
+        ("lambda:GetFunction", 3),
+        ("lambda:GetPolicy", 1),
+        ("lambda:ListEventSourceMappings", 1),
+        ("s3:GetBucketTagging", 1),
+        ("s3:ListObjectsV2", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_owned(), n))
+    .collect();
+    h.take_calls();
+    let out = h.engine.reconcile(&p).await;
+    assert!(out.error.is_none() && out.actions.is_empty(), "{out:?}");
+    assert_eq!(reads_by_operation(&h.take_calls()), expected, "resync pass");
+    assert!(h.engine.status(&p).await.expect("status").is_ready());
+    assert_eq!(reads_by_operation(&h.take_calls()), expected, "status");
+
+    // Drift of what the pass reads once (the bus's tags, a log group's retention) is repaired by
+    // the next pass.
+    let bus_arn = out.status.bus_arn.clone().expect("bus ARN");
+    h.clients
+        .eventbridge
+        .untag_resource()
+        .resource_arn(&bus_arn)
+        .tag_keys("outbox.dev/managed-tags")
+        .send()
+        .await
+        .unwrap();
+    h.clients
+        .logs
+        .put_retention_policy()
+        .log_group_name(Names::log_group(
+            &names.consumer_function(&p.spec.consumers[0].name),
+        ))
+        .retention_in_days(3653)
+        .send()
+        .await
+        .unwrap();
+    let repaired = h.engine.reconcile(&p).await;
+    assert!(repaired.error.is_none(), "{:?}", repaired.error);
+    let updated: Vec<&str> = repaired
+        .actions
+        .iter()
+        .filter(|a| a.verb == Verb::Update)
+        .map(|a| a.resource.as_str())
+        .collect();
+    assert!(
+        updated.iter().any(|r| r.contains("eventbridge bus"))
+            && updated.iter().any(|r| r.starts_with("log group")),
+        "{:?}",
+        repaired.actions
+    );
+    h.assert_steady(&p).await;
+}

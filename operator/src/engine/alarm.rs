@@ -10,6 +10,7 @@ use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Stat
 use super::context::Ctx;
 use super::driver::{Applied, Diff, Resource, Writer, delete_if_ours};
 use super::errors::AwsResultExt;
+use super::observe::{Listing, by_name};
 use super::tags::{self, Owner};
 use super::{Component, EngineError, Verb};
 
@@ -170,9 +171,9 @@ fn settings_of(m: &MetricAlarm) -> Settings {
     }
 }
 
-/// The pipeline's alarms whose names start with `prefix` (every page).
-pub async fn list(ctx: &Ctx<'_>, prefix: &str) -> Result<Vec<String>, EngineError> {
-    let mut names = Vec::new();
+/// Every alarm whose name starts with `prefix` (every page), by name.
+async fn read_listing(ctx: &Ctx<'_>, prefix: &str) -> Result<Listing<MetricAlarm>, EngineError> {
+    let mut alarms = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let out = ctx
@@ -184,20 +185,36 @@ pub async fn list(ctx: &Ctx<'_>, prefix: &str) -> Result<Vec<String>, EngineErro
             .send()
             .await
             .aws("DescribeAlarms", &format!("cloudwatch alarms {prefix}*"))?;
-        names.extend(
-            out.metric_alarms()
-                .iter()
-                .filter_map(|m| m.alarm_name().map(str::to_owned)),
-        );
+        alarms.extend(out.metric_alarms().iter().cloned());
         match out.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-            _ => return Ok(names),
+            _ => return Ok(Listing::new(prefix, by_name(alarms, |m| m.alarm_name()))),
         }
     }
 }
 
-async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
-    let resource = format!("cloudwatch alarm {name}");
+/// The pipeline's alarms whose names start with `prefix`: as this pass listed them (the alarm
+/// steps list the pipeline's alarms once and take each from the listing), else read now.
+pub async fn list(ctx: &Ctx<'_>, prefix: &str) -> Result<Vec<String>, EngineError> {
+    if let Some(names) = ctx.seen.alarms.names(prefix) {
+        return Ok(names);
+    }
+    let listing = read_listing(ctx, prefix).await?;
+    let names = listing.names();
+    ctx.seen.alarms.keep(listing);
+    Ok(names)
+}
+
+/// The alarm `name` as CloudWatch has it: from the pass's listing of the pipeline's alarms (read
+/// once per pass, at the first alarm observed), else read by name.
+async fn find(ctx: &Ctx<'_>, name: &str) -> Result<Option<MetricAlarm>, EngineError> {
+    let prefix = ctx.names.alarm_prefix();
+    if name.starts_with(&prefix) && !ctx.seen.alarms.has(&prefix) {
+        ctx.seen.alarms.keep(read_listing(ctx, &prefix).await?);
+    }
+    if let Some(listed) = ctx.seen.alarms.take(name) {
+        return Ok(listed);
+    }
     let out = ctx
         .clients
         .cloudwatch
@@ -205,12 +222,17 @@ async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineEr
         .alarm_names(name)
         .send()
         .await
-        .aws("DescribeAlarms", &resource)?;
-    let Some(m) = out
+        .aws("DescribeAlarms", &format!("cloudwatch alarm {name}"))?;
+    Ok(out
         .metric_alarms()
         .iter()
         .find(|m| m.alarm_name() == Some(name))
-    else {
+        .cloned())
+}
+
+async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
+    let resource = format!("cloudwatch alarm {name}");
+    let Some(m) = find(ctx, name).await? else {
         return Ok(None);
     };
     let arn = m.alarm_arn().unwrap_or_default().to_owned();
@@ -228,7 +250,7 @@ async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineEr
         .collect();
     Ok(Some(Observed {
         arn,
-        settings: settings_of(m),
+        settings: settings_of(&m),
         tags,
     }))
 }

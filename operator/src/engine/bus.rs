@@ -114,7 +114,24 @@ pub async fn list_tags(
         .collect())
 }
 
+/// The bus `name`: what pre-flight read of it this pass (see [`observe_for_pass`]), else AWS's.
 pub async fn observe(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
+    if let Some(kept) = ctx.seen.bus.take(name) {
+        return Ok(kept);
+    }
+    read(ctx, name).await
+}
+
+/// Reads the bus and keeps what was read for the next [`observe`] of it in this pass: pre-flight
+/// reads the pipeline's own bus (ownership, and the account from its ARN) and the bus step gets
+/// the same observation instead of reading the bus again.
+pub async fn observe_for_pass(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
+    let observed = observe(ctx, name).await?;
+    ctx.seen.bus.keep(name, observed.clone());
+    Ok(observed)
+}
+
+async fn read(ctx: &Ctx<'_>, name: &str) -> Result<Option<Observed>, EngineError> {
     let resource = format!("eventbridge bus {name}");
     let Some(out) = ctx
         .clients

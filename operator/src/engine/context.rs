@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::artifacts::Artifacts;
 use super::driver::Writer;
 use super::names::Names;
+use super::observe::Seen;
 use super::tags::Owner;
 use super::{AwsAction, AwsClients, Component, EngineConfig, Verb};
 
@@ -93,6 +94,8 @@ pub struct Ctx<'a> {
     writable: Option<&'a AwsClients>,
     pub actions: Vec<AwsAction>,
     pub env: AwsEnv,
+    /// Reads this pass shares between its steps (never kept beyond the pass).
+    pub(super) seen: Seen,
 }
 
 impl<'a> Ctx<'a> {
@@ -129,6 +132,7 @@ impl<'a> Ctx<'a> {
             writable: apply.then_some(clients),
             actions: Vec::new(),
             env: AwsEnv::placeholder(region.as_deref()),
+            seen: Seen::default(),
         }
     }
 

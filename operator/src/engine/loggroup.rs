@@ -9,10 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_sdk_cloudwatchlogs::types::LogGroup as AwsLogGroup;
+
 use super::context::{AwsEnv, Ctx};
 use super::driver::{Applied, Diff, Resource, Writer, delete_if_ours};
 use super::errors::{AwsResultExt, FoundExt};
 use super::names::Names;
+use super::observe::{Listing, by_name};
 use super::tags::{self, Owner, Ownership};
 use super::{Component, EngineError, Verb};
 
@@ -104,11 +107,52 @@ pub fn not_ours(name: &str, o: Option<&Observed>, owner: &Owner) -> Option<Strin
     ))
 }
 
-async fn observe(
-    ctx: &Ctx<'_>,
-    name: &str,
-    fallback_arn: &str,
-) -> Result<Option<Observed>, EngineError> {
+/// Every log group of the pipeline's functions starts with this: each function is named
+/// `outbox-<hash>-...` (see `names`).
+pub fn prefix(names: &Names) -> String {
+    Names::log_group(&format!("outbox-{}-", names.hash))
+}
+
+/// Every log group under `prefix` (every page), by name.
+async fn list(ctx: &Ctx<'_>, prefix: &str) -> Result<Listing<AwsLogGroup>, EngineError> {
+    let resource = format!("log groups {prefix}*");
+    let mut groups = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let Some(page) = ctx
+            .clients
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(prefix)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .found("DescribeLogGroups", &resource)?
+        else {
+            break;
+        };
+        groups.extend(page.log_groups().iter().cloned());
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(Listing::new(
+        prefix,
+        by_name(groups, |g| g.log_group_name()),
+    ))
+}
+
+/// The group `name` as AWS has it: from the pass's listing of the pipeline's groups (read once
+/// per pass, at the first group observed), else read by name.
+async fn find(ctx: &Ctx<'_>, name: &str) -> Result<Option<AwsLogGroup>, EngineError> {
+    let prefix = prefix(&ctx.names);
+    if name.starts_with(&prefix) && !ctx.seen.log_groups.has(&prefix) {
+        ctx.seen.log_groups.keep(list(ctx, &prefix).await?);
+    }
+    if let Some(listed) = ctx.seen.log_groups.take(name) {
+        return Ok(listed);
+    }
     let resource = format!("log group {name}");
     let Some(out) = ctx
         .clients
@@ -121,11 +165,20 @@ async fn observe(
     else {
         return Ok(None);
     };
-    let Some(group) = out
+    Ok(out
         .log_groups()
         .iter()
         .find(|g| g.log_group_name() == Some(name))
-    else {
+        .cloned())
+}
+
+async fn observe(
+    ctx: &Ctx<'_>,
+    name: &str,
+    fallback_arn: &str,
+) -> Result<Option<Observed>, EngineError> {
+    let resource = format!("log group {name}");
+    let Some(group) = find(ctx, name).await? else {
         return Ok(None);
     };
     let arn = match (group.log_group_arn(), group.arn()) {

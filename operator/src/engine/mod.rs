@@ -29,6 +29,7 @@ pub mod iam;
 pub mod loggroup;
 pub mod mapping;
 pub mod names;
+pub mod observe;
 pub mod pattern;
 pub mod permission;
 mod pipeline;

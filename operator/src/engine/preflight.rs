@@ -1,9 +1,10 @@
 //! Pre-flight: every check that can fail without side effects, run before the first resource
 //! step, so an invalid pipeline fails with zero mutating calls (and `plan` reports the same
 //! error). Pure checks first (event patterns, name and tag limits, ARN region/account, artifact
-//! zips), then reads: the account, user functions (existence and the opt-in tag), SQS queues
-//! (existence, [`super::queues`]), the bus
-//! (ours or absent) and the permissions boundary policy.
+//! zips), then reads: the pipeline's own bus (ours or absent; read once, the bus step reuses it),
+//! the account (from that bus's ARN, else the default bus's), user functions (existence and the
+//! opt-in tag), SQS queues (existence, [`super::queues`]), a bus the pipeline does not own (exists
+//! when in its account) and the permissions boundary policy.
 
 use std::collections::BTreeMap;
 
@@ -41,13 +42,33 @@ pub async fn check(ctx: &Ctx<'_>) -> Result<(), Failure> {
     names(ctx)?;
     tags(ctx)?;
     artifacts(ctx)?;
-    let account = account(ctx).await.map_err(|e| (Component::Table, e))?;
+    // The pipeline's own bus, read once: its ARN tells the account, and the bus step gets this
+    // observation rather than reading the bus again. It is the pass's first AWS call, so its
+    // failure (credentials, an account not reachable) counts where the account's read did: Table.
+    let own_bus = match ctx.spec.bus.existing() {
+        Some(_) => None,
+        None => Some(
+            bus::observe_for_pass(ctx, &ctx.names.bus)
+                .await
+                .map_err(|e| (Component::Table, e))?,
+        ),
+    };
+    let known = own_bus
+        .as_ref()
+        .and_then(|b| b.as_ref())
+        .map(|b| b.arn.as_str());
+    let account = account(ctx, known)
+        .await
+        .map_err(|e| (Component::Table, e))?;
     arns(ctx, &ctx.env.region, account.as_deref())?;
     bus::existing_allows_consumers(ctx.spec, account.as_deref())
         .map_err(|m| invalid(Component::Consumers, m))?;
     user_functions(ctx).await?;
     super::queues::exist(ctx).await?;
-    bus_is_ours(ctx, account.as_deref()).await?;
+    match own_bus {
+        Some(observed) => bus_is_ours(ctx, observed.as_ref())?,
+        None => existing_bus_exists(ctx, account.as_deref()).await?,
+    }
     boundary(ctx).await
 }
 
@@ -212,10 +233,14 @@ fn artifacts(ctx: &Ctx<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The pipeline's account, from the ARN of the region's default bus (or the context, once known).
-async fn account(ctx: &Ctx<'_>) -> Result<Option<String>, EngineError> {
+/// The pipeline's account: the context's once known, else from the ARN of a bus of the
+/// pipeline's account already read this pass (`bus_arn`), else from the region's default bus.
+async fn account(ctx: &Ctx<'_>, bus_arn: Option<&str>) -> Result<Option<String>, EngineError> {
     if ctx.env.is_known() {
         return Ok(Some(ctx.env.account.clone()));
+    }
+    if let Some(env) = bus_arn.and_then(AwsEnv::from_arn) {
+        return Ok(Some(env.account));
     }
     let out = ctx
         .clients
@@ -419,27 +444,34 @@ async fn user_functions(ctx: &Ctx<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The bus, if it exists, is this pipeline's (the bus step would stop there with a Conflict);
-/// a bus the pipeline does not own (`spec.bus.existingArn`) in its own account must exist.
-async fn bus_is_ours(ctx: &Ctx<'_>, account: Option<&str>) -> Result<(), Failure> {
-    let fail = |e| (Component::Bus, e);
-    let name = &ctx.names.bus;
-    if let Some((bus_account, _)) = ctx.spec.bus.existing() {
-        if account.is_some_and(|a| a == bus_account)
-            && bus::observe(ctx, name).await.map_err(fail)?.is_none()
-        {
-            let arn = ctx.spec.bus.existing_arn.as_deref().unwrap_or_default();
-            return Err(invalid(
-                Component::Bus,
-                format!("spec.bus.existingArn {arn} does not exist"),
-            ));
-        }
-        return Ok(());
-    }
-    if let Some(observed) = bus::observe(ctx, name).await.map_err(fail)? {
+/// The pipeline's own bus, if it exists, is this pipeline's (the bus step would stop there with
+/// a Conflict).
+fn bus_is_ours(ctx: &Ctx<'_>, observed: Option<&bus::Observed>) -> Result<(), Failure> {
+    if let Some(observed) = observed {
+        let name = &ctx.names.bus;
         ctx.owner
             .require_ours(&observed.tags, &format!("eventbridge bus {name}"))
-            .map_err(fail)?;
+            .map_err(|e| (Component::Bus, e))?;
+    }
+    Ok(())
+}
+
+/// A bus the pipeline does not own (`spec.bus.existingArn`) in its own account must exist.
+async fn existing_bus_exists(ctx: &Ctx<'_>, account: Option<&str>) -> Result<(), Failure> {
+    let Some((bus_account, _)) = ctx.spec.bus.existing() else {
+        return Ok(());
+    };
+    if account.is_some_and(|a| a == bus_account)
+        && bus::observe(ctx, &ctx.names.bus)
+            .await
+            .map_err(|e| (Component::Bus, e))?
+            .is_none()
+    {
+        let arn = ctx.spec.bus.existing_arn.as_deref().unwrap_or_default();
+        return Err(invalid(
+            Component::Bus,
+            format!("spec.bus.existingArn {arn} does not exist"),
+        ));
     }
     Ok(())
 }
