@@ -25,7 +25,7 @@ pub enum ConvertError {
 /// Writes an item (or a map of keys) as a JSON object, keys sorted.
 pub fn item_to_raw(item: &HashMap<String, AttributeValue>) -> Result<Box<RawValue>, ConvertError> {
     let mut out = String::with_capacity(64);
-    write_map(item, "", &mut out)?;
+    write_map(item, Path::Root, &mut out)?;
     // The writer only emits valid JSON; a failure here would be a bug in this module, reported
     // as an error rather than a panic.
     RawValue::from_string(out).map_err(|_| ConvertError::InvalidNumber {
@@ -33,34 +33,51 @@ pub fn item_to_raw(item: &HashMap<String, AttributeValue>) -> Result<Box<RawValu
     })
 }
 
+/// Where a value sits in the item (`a.b[2]`), written out only for an error: building it for
+/// every attribute cost an allocation each.
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Root,
+    Field(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Field(Path::Root, name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
 fn write_map(
     map: &HashMap<String, AttributeValue>,
-    path: &str,
+    path: Path<'_>,
     out: &mut String,
 ) -> Result<(), ConvertError> {
-    let mut names: Vec<&String> = map.keys().collect();
-    names.sort();
+    let mut entries: Vec<(&String, &AttributeValue)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     out.push('{');
-    for (i, name) in names.into_iter().enumerate() {
+    for (i, (name, value)) in entries.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         write_string(name, out);
         out.push(':');
-        let child = if path.is_empty() {
-            name.clone()
-        } else {
-            format!("{path}.{name}")
-        };
-        if let Some(value) = map.get(name) {
-            write_value(value, &child, out)?;
-        }
+        write_value(value, Path::Field(&path, name), out)?;
     }
     out.push('}');
     Ok(())
 }
 
-fn write_value(value: &AttributeValue, path: &str, out: &mut String) -> Result<(), ConvertError> {
+fn write_value(
+    value: &AttributeValue,
+    path: Path<'_>,
+    out: &mut String,
+) -> Result<(), ConvertError> {
     match value {
         AttributeValue::S(s) => write_string(s, out),
         AttributeValue::N(n) => write_number(n, path, out)?,
@@ -74,7 +91,7 @@ fn write_value(value: &AttributeValue, path: &str, out: &mut String) -> Result<(
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(v, &format!("{path}[{i}]"), out)?;
+                write_value(v, Path::Index(&path, i), out)?;
             }
             out.push(']');
         }
@@ -149,9 +166,9 @@ fn write_base64(bytes: &[u8], out: &mut String) {
 /// DynamoDB returns numbers normalised, but the JSON grammar is stricter than what a number
 /// string could look like (`+1`, `.5`, `5.`, `007`), so those forms are rewritten without
 /// changing the value. Anything else is an error, never a silent string.
-fn write_number(n: &str, path: &str, out: &mut String) -> Result<(), ConvertError> {
+fn write_number(n: &str, path: Path<'_>, out: &mut String) -> Result<(), ConvertError> {
     let invalid = || ConvertError::InvalidNumber {
-        path: path.to_owned(),
+        path: path.to_string(),
     };
     let s = n.trim();
     let (negative, rest) = match s.as_bytes().first() {
@@ -206,7 +223,7 @@ mod tests {
 
     fn num(n: &str) -> Result<String, ConvertError> {
         let mut out = String::new();
-        write_number(n, "n", &mut out).map(|()| out)
+        write_number(n, Path::Field(&Path::Root, "n"), &mut out).map(|()| out)
     }
 
     fn json(item: serde_json::Value) -> String {
@@ -249,6 +266,16 @@ mod tests {
             serde_json::from_value(serde_json::json!({"a": {"M": {"b": {"N": "x"}}}})).unwrap();
         let err = item_to_raw(&item).unwrap_err();
         assert_eq!(err, ConvertError::InvalidNumber { path: "a.b".into() });
+        let item: HashMap<String, AttributeValue> = serde_json::from_value(
+            serde_json::json!({"a": {"L": [{"N": "1"}, {"M": {"b": {"NS": ["2", "y"]}}}]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            item_to_raw(&item).unwrap_err(),
+            ConvertError::InvalidNumber {
+                path: "a[1].b".into()
+            }
+        );
         assert!(
             !err.to_string().contains('x'),
             "the value is item data: {err}"
