@@ -7,8 +7,10 @@
 //! so a single Recorder kept every Event of the convergence for good: about 50 KiB per pipeline
 //! of resident memory (measured with heaptrack under `make bench-scale`; docs/controller.md,
 //! *At scale*). [`Events`] starts a fresh Recorder when the current one is older than that
-//! expiry; the old one, and its cache, go with the last publish still using it. What is published
-//! does not change: repeats within the window still form a series.
+//! expiry, or has published [`RENEW_AFTER_EVENTS`] Events (a thousand pipelines converging
+//! publish ~15,000 within the six minutes); the old one, and its cache, go with the last publish
+//! still using it. What is published does not change, except that a repeat after the renewal
+//! starts a new series instead of counting in the old one.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,6 +20,10 @@ use kube::runtime::events::{Recorder, Reporter};
 
 /// How long kube's Recorder keeps an Event to fold repeats into a series (its `CACHE_TTL`).
 pub const RENEW_AFTER: Duration = Duration::from_secs(6 * 60);
+
+/// How many Events one Recorder publishes before a new one starts: its cache holds at most
+/// this many (~1 KiB each), however many pipelines converge at once.
+pub const RENEW_AFTER_EVENTS: u64 = 1000;
 
 /// The Recorder for all Events, renewed every [`RENEW_AFTER`].
 pub struct Events {
@@ -29,6 +35,8 @@ pub struct Events {
 struct Current {
     recorder: Recorder,
     since: Instant,
+    /// Events published with this Recorder.
+    published: u64,
     /// How many Recorders were started before this one.
     generation: u64,
 }
@@ -42,14 +50,15 @@ impl Events {
             current: Mutex::new(Current {
                 recorder,
                 since: Instant::now(),
+                published: 0,
                 generation: 0,
             }),
         }
     }
 
-    /// The Recorder to publish with now.
+    /// The Recorder to publish one Event with now.
     pub fn recorder(&self) -> Recorder {
-        self.renewed_at(Instant::now()).0
+        self.publishing_at(Instant::now()).0
     }
 
     /// Drops an expired Recorder and its cache even when nothing is published (a converged
@@ -58,18 +67,34 @@ impl Events {
         self.renewed_at(Instant::now());
     }
 
+    /// The Recorder for one more Event as of `now`, counted against [`RENEW_AFTER_EVENTS`].
+    fn publishing_at(&self, now: Instant) -> (Recorder, u64) {
+        let mut current = self.lock_renewed(now);
+        current.published += 1;
+        (current.recorder.clone(), current.generation)
+    }
+
     /// The current Recorder as of `now` (renewed when older than [`RENEW_AFTER`]), with its
     /// generation.
     fn renewed_at(&self, now: Instant) -> (Recorder, u64) {
+        let current = self.lock_renewed(now);
+        (current.recorder.clone(), current.generation)
+    }
+
+    /// The current Recorder, renewed first when expired or full.
+    fn lock_renewed(&self, now: Instant) -> std::sync::MutexGuard<'_, Current> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if now.saturating_duration_since(current.since) >= RENEW_AFTER {
+        if now.saturating_duration_since(current.since) >= RENEW_AFTER
+            || current.published >= RENEW_AFTER_EVENTS
+        {
             *current = Current {
                 recorder: Recorder::new(self.client.clone(), self.reporter.clone()),
                 since: now,
+                published: 0,
                 generation: current.generation + 1,
             };
         }
-        (current.recorder.clone(), current.generation)
+        current
     }
 }
 
@@ -104,5 +129,24 @@ mod tests {
             1,
             "the window starts again with the new Recorder"
         );
+    }
+
+    #[tokio::test]
+    async fn a_recorder_that_published_its_share_of_events_is_renewed_within_the_window() {
+        let e = events();
+        let start = e.current.lock().unwrap().since;
+        for _ in 0..RENEW_AFTER_EVENTS {
+            assert_eq!(
+                e.publishing_at(start).1,
+                0,
+                "under the cap: the same Recorder"
+            );
+        }
+        assert_eq!(
+            e.publishing_at(start + Duration::from_secs(1)).1,
+            1,
+            "full: a new Recorder (and an empty cache) although the window has not passed"
+        );
+        assert_eq!(e.renewed_at(start + Duration::from_secs(2)).1, 1);
     }
 }
