@@ -49,9 +49,9 @@ lambdas: venv ## build the writer, relay and consumer zips into $(ARTIFACTS)/<ar
 
 .PHONY: bench-relay
 bench-relay: ## relay benchmark: release bootstrap vs a local runtime API and PutEvents (10k records, batch 10/100, 0%/5% throttled)
-	cargo build --release -q -p outbox-relay
-	cargo build --release -q -p outbox-bench-relay
-	$(CARGO_TARGET_DIR)/release/outbox-bench-relay --bootstrap $(CARGO_TARGET_DIR)/release/relay $(BENCH_ARGS)
+	cargo build --profile lambda -q -p outbox-relay
+	cargo build --profile lambda -q -p outbox-bench-relay
+	$(CARGO_TARGET_DIR)/lambda/outbox-bench-relay --bootstrap $(CARGO_TARGET_DIR)/lambda/relay $(BENCH_ARGS)
 
 .PHONY: demo
 demo: venv lambdas ## quickstart: local AWS emulator, plan → apply → status of examples/user-created.yaml, a user's event end to end

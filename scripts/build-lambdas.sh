@@ -54,9 +54,9 @@ for arch in "${archs[@]}"; do
   esac
   out="$artifacts/$arch"
   echo "building ${functions[*]} for $arch into $out"
-  # One cargo invocation for all three binaries: one release build, shared dependencies.
+  # One cargo invocation for all three binaries: one build (profile lambda), shared dependencies.
   # --locked: the zips are built from Cargo.lock as committed, never a re-resolved one.
-  cargo lambda build --release --locked "$arch_flag" --output-format zip --lambda-dir "$out" "${packages[@]}"
+  cargo lambda build --profile lambda --locked "$arch_flag" --output-format zip --lambda-dir "$out" "${packages[@]}"
 
   for fn in "${functions[@]}"; do
     zip="$out/$fn/bootstrap.zip"

@@ -14,7 +14,7 @@ use outbox_bench_relay::{Measurement, Scenario, run};
     about = "Runs the release relay bootstrap against a local Lambda Runtime API and PutEvents endpoint"
 )]
 struct Args {
-    /// The relay executable (`cargo build --release -p outbox-relay` builds target/release/relay).
+    /// The relay executable (`cargo build --profile lambda -p outbox-relay` builds target/lambda/relay, as `make bench-relay` does).
     #[arg(long, env = "BENCH_RELAY_BOOTSTRAP")]
     bootstrap: PathBuf,
     /// Stream records per run (INSERTs of distinct users).

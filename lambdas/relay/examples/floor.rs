@@ -7,7 +7,7 @@
 //! per record is what the official SDK and runtime cost on their own.
 //!
 //! ```text
-//! cargo build --release -p outbox-relay --example floor
+//! cargo build --profile lambda -p outbox-relay --example floor
 //! target/release/outbox-bench-relay --bootstrap target/release/examples/floor --throttle 0
 //! ```
 //!
