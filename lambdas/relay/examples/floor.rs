@@ -13,8 +13,6 @@
 //!
 //! Not a relay: it ignores throttled entries (use it fault-free only) and every mapping setting.
 
-use aws_sdk_eventbridge::config::StalledStreamProtectionConfig;
-use aws_sdk_eventbridge::config::retry::RetryConfig;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use lambda_runtime::{LambdaEvent, service_fn};
 use outbox_contract::RelayConfig;
@@ -52,11 +50,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let eb_config = aws_sdk_eventbridge::config::Builder::from(&sdk)
-        .retry_config(RetryConfig::disabled())
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .build();
-    let client = aws_sdk_eventbridge::Client::from_conf(eb_config);
+    // The relay's own client settings.
+    let client = outbox_relay::publish::eventbridge_client(&sdk);
     let (client, bus) = (&client, config.bus_name.as_str());
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {

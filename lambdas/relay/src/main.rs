@@ -1,6 +1,4 @@
 //! The relay Lambda's entry point: configuration and clients once, then the runtime loop.
-use aws_sdk_eventbridge::config::StalledStreamProtectionConfig;
-use aws_sdk_eventbridge::config::retry::RetryConfig;
 use lambda_runtime::{LambdaEvent, service_fn};
 use outbox_contract::RelayConfig;
 use outbox_relay::{Relay, RetryPolicy};
@@ -21,16 +19,9 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    // The relay retries itself (per entry, with backoff, within the invocation deadline), so
-    // the SDK's own retries are off; it also bounds each call by the time left, so the SDK's
-    // stalled-stream watch (a timer polled with every body chunk) is off too.
-    let eb_config = aws_sdk_eventbridge::config::Builder::from(&sdk)
-        .retry_config(RetryConfig::disabled())
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .build();
     let relay = Relay::new(
         config,
-        aws_sdk_eventbridge::Client::from_conf(eb_config),
+        outbox_relay::publish::eventbridge_client(&sdk),
         RetryPolicy::default(),
     );
     let relay = &relay;
