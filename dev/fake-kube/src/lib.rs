@@ -28,6 +28,9 @@ pub struct Writes {
     pub patches: AtomicU64,
     pub events: AtomicU64,
     pub leases: AtomicU64,
+    /// How often each status field changed in a status write (`health.state`,
+    /// `conditions[Ready].reason`, …): what a write that should not have happened changed.
+    pub changed: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Writes {
@@ -259,6 +262,13 @@ impl FakeApi {
             (Method::GET, None) => ok(&obj),
             (Method::PATCH, Some("status")) => {
                 self.writes.status.fetch_add(1, Ordering::Relaxed);
+                let mut changed = Vec::new();
+                changed_paths(&obj["status"], &body["status"], String::new(), &mut changed);
+                if let Ok(mut counts) = self.writes.changed.lock() {
+                    for path in changed {
+                        *counts.entry(path).or_default() += 1;
+                    }
+                }
                 obj["status"] = body["status"].clone();
                 ok(&self.put(&mut world, "MODIFIED", obj))
             }
@@ -341,6 +351,48 @@ where
 }
 
 /// The JSON patches kube's finalizer helper sends: test/add/remove on /metadata/finalizers.
+/// The paths of the leaves that differ between two statuses; list items that have a `type`
+/// (conditions) are matched by it.
+fn changed_paths(old: &Value, new: &Value, at: String, out: &mut Vec<String>) {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
+                changed_paths(x, y, join(k), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.iter().chain(b).all(|v| v["type"].is_string()) => {
+            let by_type = |l: &[Value]| -> BTreeMap<String, Value> {
+                l.iter()
+                    .map(|v| (v["type"].as_str().unwrap_or("").to_owned(), v.clone()))
+                    .collect()
+            };
+            let (a, b) = (by_type(a), by_type(b));
+            let types: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for t in types {
+                let (x, y) = (
+                    a.get(t).unwrap_or(&Value::Null),
+                    b.get(t).unwrap_or(&Value::Null),
+                );
+                changed_paths(x, y, format!("{at}[{t}]"), out);
+            }
+        }
+        (a, b) if a != b => out.push(at),
+        _ => {}
+    }
+}
+
 fn json_patch_finalizers(obj: &mut Value, patch: &Value) -> Result<(), String> {
     let ops = patch.as_array().ok_or("not a JSON patch")?;
     for op in ops {

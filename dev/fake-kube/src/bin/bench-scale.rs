@@ -8,6 +8,7 @@
 //! the figures go to docs/controller.md.
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -216,7 +217,8 @@ fn start_operator(a: &Args, dir: &std::path::Path, api_port: u16, metrics_port: 
     )
     .expect("kubeconfig");
     let log = std::fs::File::create(dir.join("operator.log")).expect("log file");
-    Command::new(&a.operator)
+    let mut command = Command::new(&a.operator);
+    command
         .args([
             "run",
             "--cluster-id",
@@ -232,7 +234,20 @@ fn start_operator(a: &Args, dir: &std::path::Path, api_port: u16, metrics_port: 
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(log);
+    // The operator dies with this process, whatever ends it (a timeout's signal, ^C): an
+    // orphaned operator would keep calling the emulator and spoil the next run's figures.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", a.operator.display()))
 }
@@ -310,6 +325,9 @@ async fn main() {
     let converging = scrape(metrics_port);
     // One full resync over the converged pipelines (plus a margin for the passes to finish).
     let writes_before = api.writes.snapshot();
+    if let Ok(mut changed) = api.writes.changed.lock() {
+        changed.clear();
+    }
     tokio::time::sleep(Duration::from_secs(a.resync + a.resync / 2 + 2)).await;
     let steady_calls = scrape(metrics_port).since(&converging);
     let writes_after = api.writes.snapshot();
@@ -381,5 +399,11 @@ async fn main() {
         writes_after.1 - writes_before.1,
         writes_after.2 - writes_before.2
     );
+    if let Ok(changed) = api.writes.changed.lock()
+        && !changed.is_empty()
+    {
+        let fields: Vec<String> = changed.iter().map(|(f, n)| format!("{f} {n}")).collect();
+        println!("  status fields they changed  {}", fields.join(", "));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
