@@ -498,14 +498,26 @@ async fn an_unchanged_status_keeps_its_transition_times_and_is_not_written_again
     for c in &mut previous.conditions {
         c.last_transition_time = Time("2025-06-01T10:00:00Z".parse().expect("timestamp"));
     }
+    // The data-plane figures were first read long ago and read the same ever since.
+    let figures = |checked_at: &str| outbox_operator::crd::DataPlaneStatus {
+        checked_at: checked_at.into(),
+        mapping_state: Some("Enabled".into()),
+        iterator_age_seconds: Some(0),
+        ..Default::default()
+    };
+    previous.data_plane = Some(figures("2025-06-01T10:00:00Z"));
     object["status"] = serde_json::to_value(&previous).expect("status");
     let engine = FakeEngine::new(
-        // The engine stamps "now" on every condition it builds.
-        Box::new(|p| Outcome {
-            status: ready_status(p.metadata.generation),
-            actions: vec![],
-            requeue_after: None,
-            error: None,
+        // The engine stamps "now" on every condition it builds and on the figures it reads.
+        Box::new(move |p| {
+            let mut status = ready_status(p.metadata.generation);
+            status.data_plane = Some(figures("2026-11-29T12:00:00Z"));
+            Outcome {
+                status,
+                actions: vec![],
+                requeue_after: None,
+                error: None,
+            }
         }),
         Box::new(|| panic!("not deleting")),
     );
@@ -517,8 +529,9 @@ async fn an_unchanged_status_keeps_its_transition_times_and_is_not_written_again
         "the Ready gauge is kept without a write"
     );
     let calls = h.finish().await;
-    // The status built equals the one stored (transition times kept): a resync of a converged
-    // pipeline makes no Kubernetes write at all.
+    // The status built equals the one stored (transition times kept) but for the time of the
+    // figures' reading: a resync of a converged pipeline makes no Kubernetes write at all, however
+    // long ago the figures were first read.
     assert!(calls.is_empty(), "{calls:#?}");
 }
 

@@ -74,7 +74,9 @@ fn default_retention() -> i32 {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DataPlaneStatus {
-    /// When these figures were read (RFC 3339).
+    /// When these figures were read (RFC 3339). They are read again every pass, but a reading
+    /// that gives the same figures is not written: this is the time of the first reading that
+    /// gave them (`outbox-operator status` reads them afresh).
     pub checked_at: String,
     /// The event source mapping's State (Enabled, Disabled, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
