@@ -67,12 +67,13 @@ demo-replay: venv lambdas ## nothing parked for good: a batch parked by a failin
 PIPELINES   ?= 500
 CONCURRENCY ?= 4
 RESYNC      ?= 300
-bench-scale: venv lambdas ## scale benchmark: the real operator (release) against a fake Kubernetes API and the emulator; PIPELINES=500 CONCURRENCY=4 RESYNC=300 (seconds, the operator's default)
+STEADY      ?= 1
+bench-scale: venv lambdas ## scale benchmark: the real operator (release) against a fake Kubernetes API and the emulator; PIPELINES=500 CONCURRENCY=4 RESYNC=300 (seconds, the operator's default) STEADY=1 (0: convergence only)
 	cargo build -q --release -p outbox-operator -p outbox-fake-kube
 	MOTO_PORT=$(MOTO_PORT) scripts/moto.sh start
 	trap 'MOTO_PORT=$(MOTO_PORT) scripts/moto.sh stop' EXIT; \
 	  $(TEST_ENV) $(CARGO_TARGET_DIR)/release/bench-scale --endpoint http://127.0.0.1:$(MOTO_PORT) \
-	    --pipelines $(PIPELINES) --concurrency $(CONCURRENCY) --resync-seconds $(RESYNC) \
+	    --pipelines $(PIPELINES) --concurrency $(CONCURRENCY) --resync-seconds $(RESYNC) --steady $(STEADY) \
 	    --operator $(CARGO_TARGET_DIR)/release/outbox-operator --artifacts-dir $(ARTIFACTS) \
 	    --emulator-pid "$$(cat .moto.pid)"
 

@@ -26,12 +26,16 @@ struct Args {
     timeout: u64,
     /// The emulator's process, whose CPU time is reported beside the operator's.
     emulator_pid: Option<u32>,
+    /// Whether to watch a steady resync window after convergence (`--steady 0`: convergence
+    /// figures only, e.g. to compare `--concurrency` settings).
+    steady: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench-scale --endpoint URL [--pipelines N] [--concurrency C] [--resync-seconds S] \
-         [--operator PATH] [--artifacts-dir DIR] [--timeout-seconds T] [--emulator-pid PID]"
+         [--operator PATH] [--artifacts-dir DIR] [--timeout-seconds T] [--emulator-pid PID] \
+         [--steady 0|1]"
     );
     std::process::exit(2)
 }
@@ -46,6 +50,7 @@ fn parse_args() -> Args {
         artifacts: PathBuf::from("target/artifacts"),
         timeout: 600,
         emulator_pid: None,
+        steady: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +65,7 @@ fn parse_args() -> Args {
             "--operator" => a.operator = PathBuf::from(value),
             "--artifacts-dir" => a.artifacts = PathBuf::from(value),
             "--emulator-pid" => a.emulator_pid = Some(number() as u32),
+            "--steady" => a.steady = number() != 0,
             _ => usage(),
         }
     }
@@ -328,7 +334,9 @@ async fn main() {
     if let Ok(mut changed) = api.writes.changed.lock() {
         changed.clear();
     }
-    tokio::time::sleep(Duration::from_secs(a.resync + a.resync / 2 + 2)).await;
+    if a.steady {
+        tokio::time::sleep(Duration::from_secs(a.resync + a.resync / 2 + 2)).await;
+    }
     let steady_calls = scrape(metrics_port).since(&converging);
     let writes_after = api.writes.snapshot();
     let (steady, peak) = memory(pid).unwrap_or_default();
@@ -362,6 +370,10 @@ async fn main() {
         "peak RSS while converging      {:.1} MiB",
         peak_converging as f64 / 1024.0
     );
+    if !a.steady {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     println!(
         "peak RSS overall               {:.1} MiB",
         peak as f64 / 1024.0
