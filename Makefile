@@ -75,7 +75,7 @@ bench-scale: venv lambdas ## scale benchmark: the real operator (release) agains
 	  $(TEST_ENV) $(CARGO_TARGET_DIR)/release/bench-scale --endpoint http://127.0.0.1:$(MOTO_PORT) \
 	    --pipelines $(PIPELINES) --concurrency $(CONCURRENCY) --resync-seconds $(RESYNC) --steady $(STEADY) \
 	    --operator $(CARGO_TARGET_DIR)/release/outbox-operator --artifacts-dir $(ARTIFACTS) \
-	    --emulator-pid "$$(cat .moto.pid)"
+	    --emulator-pid "$$(cat .moto-$(MOTO_PORT).pid)"
 
 .PHONY: moto-start moto-stop
 moto-start: venv ## start the local AWS emulator on 127.0.0.1:$(MOTO_PORT)

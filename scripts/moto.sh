@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Start or stop the local AWS emulator (moto server, pinned, from the project's venv).
 #   scripts/moto.sh start   -> starts it on 127.0.0.1:$MOTO_PORT unless already up, waits until it answers
-#   scripts/moto.sh stop    -> stops the one this script started
+#   scripts/moto.sh stop    -> stops the one this script started on that port
+# Each port has its own pid and log file (.moto-PORT.pid, .moto-PORT.log), so a benchmark's
+# emulator and a test run's can be started and stopped independently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port="${MOTO_PORT:-5055}"
-pidfile=".moto.pid"
-logfile=".moto.log"
+pidfile=".moto-${port}.pid"
+logfile=".moto-${port}.log"
 venv_python=".venv/bin/python"
 
 # Answers when moto serves its API page (the venv's Python, so no curl is needed).
