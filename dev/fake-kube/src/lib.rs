@@ -28,7 +28,7 @@ pub struct Writes {
     pub patches: AtomicU64,
     pub events: AtomicU64,
     pub leases: AtomicU64,
-    /// How often each status field changed in a status write (`health.state`,
+    /// How often each status field changed in a status write (`dataPlane.checkedAt`,
     /// `conditions[Ready].reason`, …): what a write that should not have happened changed.
     pub changed: Mutex<BTreeMap<String, u64>>,
 }
@@ -350,7 +350,6 @@ where
     })
 }
 
-/// The JSON patches kube's finalizer helper sends: test/add/remove on /metadata/finalizers.
 /// The paths of the leaves that differ between two statuses; list items that have a `type`
 /// (conditions) are matched by it.
 fn changed_paths(old: &Value, new: &Value, at: String, out: &mut Vec<String>) {
@@ -393,6 +392,7 @@ fn changed_paths(old: &Value, new: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
+/// The JSON patches kube's finalizer helper sends: test/add/remove on /metadata/finalizers.
 fn json_patch_finalizers(obj: &mut Value, patch: &Value) -> Result<(), String> {
     let ops = patch.as_array().ok_or("not a JSON patch")?;
     for op in ops {
@@ -436,5 +436,37 @@ fn json_patch_finalizers(obj: &mut Value, patch: &Value) -> Result<(), String> {
 impl Default for FakeApi {
     fn default() -> Self {
         FakeApi::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_paths;
+    use serde_json::json;
+
+    #[test]
+    fn changed_paths_names_each_changed_leaf_and_matches_conditions_by_type() {
+        let old = json!({"dataPlane": {"checkedAt": "t1", "mappingState": "Enabled"},
+                         "conditions": [{"type": "Ready", "status": "True"},
+                                        {"type": "Healthy", "status": "True", "reason": "Idle"}]});
+        // Same content, conditions in another order, one timestamp and one reason changed,
+        // one field added.
+        let new = json!({"dataPlane": {"checkedAt": "t2", "mappingState": "Enabled"},
+                         "conditions": [{"type": "Healthy", "status": "True", "reason": "Flowing"},
+                                        {"type": "Ready", "status": "True"}],
+                         "observedGeneration": 2});
+        let mut out = Vec::new();
+        changed_paths(&old, &new, String::new(), &mut out);
+        assert_eq!(
+            out,
+            [
+                "conditions[Healthy].reason",
+                "dataPlane.checkedAt",
+                "observedGeneration"
+            ]
+        );
+        let mut none = Vec::new();
+        changed_paths(&old, &old.clone(), String::new(), &mut none);
+        assert!(none.is_empty());
     }
 }
