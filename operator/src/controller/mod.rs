@@ -433,8 +433,8 @@ async fn write_status<R>(
     ctx: &Context<R>,
     status: &OutboxPipelineStatus,
 ) -> Result<(), Error> {
-    if status::needs_write(p.status.as_ref(), status) {
-        patch_status(api, &p.name_any(), status).await?;
+    if let Some(status) = status::to_write(p.status.as_ref(), status) {
+        patch_status(api, &p.name_any(), &status).await?;
     }
     let key = key_of(&p.metadata);
     ctx.metrics.set_pipeline_ready(&key, status.is_ready());

@@ -262,23 +262,27 @@ pub(super) fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Whether `new` must be written over the `stored` status: anything in it changed but
-/// `dataPlane.checkedAt`. A reading that gives the same figures keeps the stored `checkedAt` (the
-/// time of the reading that first gave them), so a steady pipeline costs the API server no write
-/// per pass; Kubernetes stopped updating a Pod condition's `lastProbeTime` for the same reason.
-pub(super) fn needs_write(
+/// The status to write over the `stored` one, or None when nothing but `dataPlane.checkedAt`
+/// changed. Figures read the same as stored keep the stored `checkedAt`, also when something
+/// else changed, so `checkedAt` is the time of the first reading that gave the figures shown
+/// and a steady pipeline costs the API server no write per pass (Kubernetes stopped updating a
+/// Pod condition's `lastProbeTime` for the same reason).
+pub(super) fn to_write(
     stored: Option<&OutboxPipelineStatus>,
     new: &OutboxPipelineStatus,
-) -> bool {
+) -> Option<OutboxPipelineStatus> {
+    let mut new = new.clone();
     let Some(stored) = stored else {
-        return true;
+        return Some(new);
     };
-    let checked = |s: &OutboxPipelineStatus| s.data_plane.as_ref().map(|d| d.checked_at.clone());
-    let mut same_but_time = new.clone();
-    if let (Some(d), Some(at)) = (same_but_time.data_plane.as_mut(), checked(stored)) {
-        d.checked_at = at;
+    if let (Some(d), Some(old)) = (new.data_plane.as_mut(), stored.data_plane.as_ref()) {
+        let mut same_but_time = old.clone();
+        same_but_time.checked_at.clone_from(&d.checked_at);
+        if same_but_time == *d {
+            d.checked_at.clone_from(&old.checked_at);
+        }
     }
-    same_but_time != *stored
+    (new != *stored).then_some(new)
 }
 
 #[cfg(test)]
@@ -301,21 +305,36 @@ mod tests {
         let new = with_checked_at("2099-01-01T00:00:00Z".into());
         for stored in ["2099-01-01T00:00:00Z", "2020-01-01T00:00:00Z"] {
             let stored = with_checked_at(stored.into());
-            assert!(!needs_write(Some(&stored), &new), "{stored:?}");
+            assert_eq!(to_write(Some(&stored), &new), None, "{stored:?}");
         }
-        let stored = with_checked_at("2020-01-01T00:00:00Z".into());
-        let mut lagging = new.clone();
-        lagging.data_plane.as_mut().unwrap().iterator_age_seconds = Some(900);
-        assert!(
-            needs_write(Some(&stored), &lagging),
-            "a changed figure is written"
-        );
-        assert!(needs_write(None, &new));
-        let mut no_data_plane = stored.clone();
+        assert_eq!(to_write(None, &new), Some(new.clone()));
+        let mut no_data_plane = new.clone();
         no_data_plane.data_plane = None;
-        assert!(
-            needs_write(Some(&no_data_plane), &new),
+        assert_eq!(
+            to_write(Some(&no_data_plane), &new),
+            Some(new.clone()),
             "figures read for the first time"
+        );
+    }
+
+    #[test]
+    fn checked_at_moves_only_with_the_figures() {
+        let stored = with_checked_at("2020-01-01T00:00:00Z".into());
+        let checked_at =
+            |s: Option<OutboxPipelineStatus>| s.and_then(|s| s.data_plane).map(|d| d.checked_at);
+        // Something else changed, the figures did not: written, with the stored checkedAt.
+        let mut other = with_checked_at("2099-01-01T00:00:00Z".into());
+        other.observed_generation = Some(7);
+        assert_eq!(
+            checked_at(to_write(Some(&stored), &other)).as_deref(),
+            Some("2020-01-01T00:00:00Z")
+        );
+        // A figure changed: written, with the time of this reading.
+        let mut lagging = with_checked_at("2099-01-01T00:00:00Z".into());
+        lagging.data_plane.as_mut().unwrap().iterator_age_seconds = Some(900);
+        assert_eq!(
+            checked_at(to_write(Some(&stored), &lagging)).as_deref(),
+            Some("2099-01-01T00:00:00Z")
         );
     }
 
