@@ -345,35 +345,47 @@ async fn main() {
     let file = status_kib(pid, "RssFile:").unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
-    println!("pipelines                      {}", a.pipelines);
-    println!("concurrency                    {}", a.concurrency);
-    println!(
-        "all Ready after                {:.1} s",
-        converged.as_secs_f64()
-    );
-    println!(
-        "CPU while converging           operator {operator_cpu:.1} s, emulator {}",
-        a.emulator_pid
-            .map_or("not measured".to_owned(), |_| format!(
-                "{emulator_cpu:.1} s"
-            ))
-    );
-    let lambda = converging.lambda_control_plane();
-    println!(
-        "AWS calls while converging     {} ({} mutating); Lambda control plane {lambda}: \
-         at least {:.0} s at its fixed {LAMBDA_CONTROL_PLANE_RPS} requests/s",
-        converging.total(),
-        converging.mutating(),
-        lambda as f64 / LAMBDA_CONTROL_PLANE_RPS
-    );
-    println!(
-        "peak RSS while converging      {:.1} MiB",
-        peak_converging as f64 / 1024.0
+    print_converged(
+        &a,
+        converged,
+        [operator_cpu, emulator_cpu],
+        &converging,
+        peak_converging,
     );
     if !a.steady {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
+    let changed = api
+        .writes
+        .changed
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let writes = [
+        writes_after.0 - writes_before.0,
+        writes_after.1 - writes_before.1,
+        writes_after.2 - writes_before.2,
+    ];
+    print_steady(
+        &a,
+        [steady, peak, anon, file],
+        &steady_calls,
+        writes,
+        &changed,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The steady window's figures: memory ([VmRSS, VmHWM, RssAnon, RssFile] in KiB), the calls of
+/// its passes, the Kubernetes writes (status, patches, events) and the status fields they changed.
+fn print_steady(
+    a: &Args,
+    [steady, peak, anon, file]: [u64; 4],
+    steady_calls: &Counted,
+    writes: [u64; 3],
+    changed: &std::collections::BTreeMap<String, u64>,
+) {
     println!(
         "peak RSS overall               {:.1} MiB",
         peak as f64 / 1024.0
@@ -407,15 +419,46 @@ async fn main() {
     println!("  by operation                 {}", ops.join(", "));
     println!(
         "Kubernetes writes in steady    status {} patches {} events {}",
-        writes_after.0 - writes_before.0,
-        writes_after.1 - writes_before.1,
-        writes_after.2 - writes_before.2
+        writes[0], writes[1], writes[2]
     );
-    if let Ok(changed) = api.writes.changed.lock()
-        && !changed.is_empty()
-    {
+    if !changed.is_empty() {
         let fields: Vec<String> = changed.iter().map(|(f, n)| format!("{f} {n}")).collect();
         println!("  status fields they changed  {}", fields.join(", "));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Convergence figures: time to all Ready, CPU of the operator and the emulator, AWS calls and
+/// the peak RSS (KiB) until then.
+fn print_converged(
+    a: &Args,
+    converged: Duration,
+    [operator_cpu, emulator_cpu]: [f64; 2],
+    converging: &Counted,
+    peak_converging: u64,
+) {
+    println!("pipelines                      {}", a.pipelines);
+    println!("concurrency                    {}", a.concurrency);
+    println!(
+        "all Ready after                {:.1} s",
+        converged.as_secs_f64()
+    );
+    println!(
+        "CPU while converging           operator {operator_cpu:.1} s, emulator {}",
+        a.emulator_pid
+            .map_or("not measured".to_owned(), |_| format!(
+                "{emulator_cpu:.1} s"
+            ))
+    );
+    let lambda = converging.lambda_control_plane();
+    println!(
+        "AWS calls while converging     {} ({} mutating); Lambda control plane {lambda}: \
+         at least {:.0} s at its fixed {LAMBDA_CONTROL_PLANE_RPS} requests/s",
+        converging.total(),
+        converging.mutating(),
+        lambda as f64 / LAMBDA_CONTROL_PLANE_RPS
+    );
+    println!(
+        "peak RSS while converging      {:.1} MiB",
+        peak_converging as f64 / 1024.0
+    );
 }
