@@ -20,8 +20,9 @@ TEST_ENV := OUTBOX_TEST_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) \
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "%-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-$(VENV)/.stamp: dev/requirements.txt
-	python3 -m venv $(VENV)
+$(VENV)/.stamp: dev/requirements.txt dev/bootstrap_pip.py
+	python3 -m venv --without-pip $(VENV)
+	$(VENV)/bin/python dev/bootstrap_pip.py
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r dev/requirements.txt
 	touch $@
 
