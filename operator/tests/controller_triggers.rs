@@ -156,15 +156,19 @@ fn config() -> Config {
     }
 }
 
-#[tokio::test]
-async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_deletion_do() {
-    let (script, events) = tokio::sync::mpsc::unbounded_channel();
-    let (client, api) = api_server(pipeline(), events);
+/// The controller, running in the background against the mock API server until `stop_tx` fires.
+struct Running {
+    metrics: Arc<Metrics>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<()>,
+}
+
+fn run<E: Reconciler + Send + Sync + 'static>(client: Client, engine: E) -> Running {
     let config = config();
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
         client.clone(),
-        ReadyEngine,
+        engine,
         Reporter::from(FIELD_MANAGER),
         metrics.clone(),
         Duration::from_secs(300),
@@ -176,6 +180,22 @@ async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_delet
     let running = tokio::spawn(async move {
         controller::run_controller(&client, &config, ctx, stop).await;
     });
+    Running {
+        metrics,
+        stop_tx,
+        running,
+    }
+}
+
+#[tokio::test]
+async fn status_only_updates_do_not_trigger_a_pass_but_spec_annotation_and_deletion_do() {
+    let (script, events) = tokio::sync::mpsc::unbounded_channel();
+    let (client, api) = api_server(pipeline(), events);
+    let Running {
+        metrics,
+        stop_tx,
+        running,
+    } = run(client, ReadyEngine);
     let quiet = Duration::from_millis(1500);
 
     // The initial list: one pass.
@@ -264,22 +284,11 @@ async fn the_watch_cache_keeps_no_managed_fields_and_no_last_applied_manifest() 
     let (_script, events) = tokio::sync::mpsc::unbounded_channel();
     let (client, api) = api_server(object, events);
     let engine = SeeingEngine::default();
-    let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        engine.clone(),
-        Reporter::from(FIELD_MANAGER),
-        metrics.clone(),
-        Duration::from_secs(300),
-    ));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let stop = controller::trigger(async {
-        let _ = stop_rx.await;
-    });
-    let config = config();
-    let running = tokio::spawn(async move {
-        controller::run_controller(&client, &config, ctx, stop).await;
-    });
+    let Running {
+        metrics,
+        stop_tx,
+        running,
+    } = run(client, engine.clone());
     wait_for_passes(&metrics, 1.0).await;
     let _ = stop_tx.send(());
     running.await.expect("controller stops on its trigger");
