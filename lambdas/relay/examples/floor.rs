@@ -17,31 +17,14 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use lambda_runtime::{LambdaEvent, service_fn};
 use outbox_contract::RelayConfig;
 use outbox_relay::BatchResponse;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Deserialize)]
-struct Batch<'a> {
-    #[serde(rename = "Records", borrow)]
-    records: Vec<Record<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow)]
-    dynamodb: Change<'a>,
-}
-
-#[derive(Deserialize)]
-struct Change<'a> {
-    #[serde(rename = "SequenceNumber")]
-    sequence_number: &'a str,
-    #[serde(rename = "Keys", borrow)]
-    keys: &'a RawValue,
-}
+#[path = "common/payload.rs"]
+mod payload;
+use payload::Batch;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
@@ -58,17 +41,11 @@ async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
             let batch: Batch<'_> = serde_json::from_str(event.payload.get())?;
             for chunk in batch.records.chunks(10) {
                 let entries = chunk.iter().map(|r| {
-                    let c = &r.dynamodb;
-                    let detail = format!(
-                        r#"{{"sequenceNumber":"{}","keys":{}}}"#,
-                        c.sequence_number,
-                        c.keys.get()
-                    );
                     PutEventsRequestEntry::builder()
                         .event_bus_name(bus)
                         .source("myapp.users")
                         .detail_type("UserCreated")
-                        .detail(detail)
+                        .detail(r.dynamodb.detail())
                         .build()
                 });
                 client

@@ -25,31 +25,15 @@ use hyper_util::rt::TokioExecutor;
 use lambda_runtime::{LambdaEvent, service_fn};
 use outbox_contract::RelayConfig;
 use outbox_relay::BatchResponse;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Deserialize)]
-struct Batch<'a> {
-    #[serde(rename = "Records", borrow)]
-    records: Vec<Record<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow)]
-    dynamodb: Change<'a>,
-}
-
-#[derive(Deserialize)]
-struct Change<'a> {
-    #[serde(rename = "SequenceNumber")]
-    sequence_number: &'a str,
-    #[serde(rename = "Keys", borrow)]
-    keys: &'a RawValue,
-}
+#[path = "common/payload.rs"]
+mod payload;
+use payload::Batch;
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -152,11 +136,7 @@ async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
                         event_bus_name: bus,
                         source: "myapp.users",
                         detail_type: "UserCreated",
-                        detail: format!(
-                            r#"{{"sequenceNumber":"{}","keys":{}}}"#,
-                            r.dynamodb.sequence_number,
-                            r.dynamodb.keys.get()
-                        ),
+                        detail: r.dynamodb.detail(),
                     })
                     .collect();
                 let body = serde_json::to_vec(&PutEvents { entries })?;
