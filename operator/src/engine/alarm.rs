@@ -209,10 +209,8 @@ pub async fn list(ctx: &Ctx<'_>, prefix: &str) -> Result<Vec<String>, EngineErro
 /// once per pass, at the first alarm observed), else read by name.
 async fn find(ctx: &Ctx<'_>, name: &str) -> Result<Option<MetricAlarm>, EngineError> {
     let prefix = ctx.names.alarm_prefix();
-    if name.starts_with(&prefix) && !ctx.seen.alarms.has(&prefix) {
-        ctx.seen.alarms.keep(read_listing(ctx, &prefix).await?);
-    }
-    if let Some(listed) = ctx.seen.alarms.take(name) {
+    let listing = || read_listing(ctx, &prefix);
+    if let Some(listed) = ctx.seen.alarms.take_or_list(&prefix, name, listing).await? {
         return Ok(listed);
     }
     let out = ctx

@@ -147,10 +147,13 @@ async fn list(ctx: &Ctx<'_>, prefix: &str) -> Result<Listing<AwsLogGroup>, Engin
 /// per pass, at the first group observed), else read by name.
 async fn find(ctx: &Ctx<'_>, name: &str) -> Result<Option<AwsLogGroup>, EngineError> {
     let prefix = prefix(&ctx.names);
-    if name.starts_with(&prefix) && !ctx.seen.log_groups.has(&prefix) {
-        ctx.seen.log_groups.keep(list(ctx, &prefix).await?);
-    }
-    if let Some(listed) = ctx.seen.log_groups.take(name) {
+    let listing = || list(ctx, &prefix);
+    if let Some(listed) = ctx
+        .seen
+        .log_groups
+        .take_or_list(&prefix, name, listing)
+        .await?
+    {
         return Ok(listed);
     }
     let resource = format!("log group {name}");

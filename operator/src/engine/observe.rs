@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use aws_sdk_cloudwatch::types::MetricAlarm;
 use aws_sdk_cloudwatchlogs::types::LogGroup;
 
+use super::EngineError;
 use super::bus;
 
 /// What the current pass has already read and not yet handed out.
@@ -123,6 +124,24 @@ impl<T: Clone> Memo<T> {
     /// See [`Listing::take`]; `None` too when nothing was listed.
     pub fn take(&self, name: &str) -> Option<Option<T>> {
         self.0.lock().ok()?.as_mut()?.take(name)
+    }
+
+    /// [`Memo::take`], after listing `prefix` with `list` when `name` is under it and this pass
+    /// has not listed it yet: the one place where a pass decides to list instead of reading by
+    /// name.
+    pub async fn take_or_list<Fut>(
+        &self,
+        prefix: &str,
+        name: &str,
+        list: impl FnOnce() -> Fut,
+    ) -> Result<Option<Option<T>>, EngineError>
+    where
+        Fut: std::future::Future<Output = Result<Listing<T>, EngineError>>,
+    {
+        if name.starts_with(prefix) && !self.has(prefix) {
+            self.keep(list().await?);
+        }
+        Ok(self.take(name))
     }
 
     /// The names of the listing of `prefix`, if it was read this pass.
