@@ -14,6 +14,7 @@ pub mod json;
 pub mod publish;
 #[cfg(feature = "stream-records")]
 pub mod stream;
+pub mod wire;
 
 use std::time::{Duration, SystemTime};
 
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::event::{Disposition, Prepared, prepare};
 pub use crate::publish::RetryPolicy;
-use crate::publish::{StopReason, publish};
+use crate::publish::{PutEventsApi, StopReason, publish};
 
 /// The partial batch response (`ReportBatchItemFailures`):
 /// `{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}]}`, the list empty when the
@@ -84,20 +85,18 @@ impl Invocation {
     }
 }
 
-/// The relay: its configuration and EventBridge client, built once per execution environment.
+/// The relay: its configuration and PutEvents client, built once per execution environment.
+/// The binary publishes with [`wire::SignedClient`]; the SDK's client is the default, for the
+/// dev trigger and the tests.
 #[derive(Clone, Debug)]
-pub struct Relay {
+pub struct Relay<C = aws_sdk_eventbridge::Client> {
     config: RelayConfig,
-    client: aws_sdk_eventbridge::Client,
+    client: C,
     retry: RetryPolicy,
 }
 
-impl Relay {
-    pub fn new(
-        config: RelayConfig,
-        client: aws_sdk_eventbridge::Client,
-        retry: RetryPolicy,
-    ) -> Self {
+impl<C: PutEventsApi> Relay<C> {
+    pub fn new(config: RelayConfig, client: C, retry: RetryPolicy) -> Self {
         Relay {
             config,
             client,

@@ -19,11 +19,9 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(config: RelayConfig) -> Result<(), lambda_runtime::Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let relay = Relay::new(
-        config,
-        outbox_relay::publish::eventbridge_client(&sdk),
-        RetryPolicy::default(),
-    );
+    // The relay's own PutEvents client, not the SDK's (docs/data-plane.md, *Cost*).
+    let client = outbox_relay::wire::SignedClient::from_sdk(&sdk).await?;
+    let relay = Relay::new(config, client, RetryPolicy::default());
     let relay = &relay;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {

@@ -149,10 +149,14 @@ impl crate::batch::Packable for Pending<'_> {
     }
 }
 
-enum CallResult {
+/// What one PutEvents call came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallResult {
     /// Per-entry outcome, in request order: None = published, Some(code, message) = failed.
     Entries(Vec<Option<(String, String)>>),
+    /// The call failed as a whole and may succeed when made again (the error code).
     Transient(String),
+    /// The call failed as a whole and another one cannot fix it (code, message).
     Terminal(String, String),
 }
 
@@ -161,7 +165,7 @@ type Stop = (usize, StopReason);
 
 /// Publishes `entries` (in stream order) and reports how far it got.
 pub async fn publish(
-    client: &Client,
+    client: &impl PutEventsApi,
     entries: &[Prepared],
     limit_bytes: usize,
     policy: &RetryPolicy,
@@ -207,7 +211,7 @@ impl<'a> Publishing<'a> {
     /// empty or an entry cannot be published.
     async fn until_empty(
         &mut self,
-        client: &Client,
+        client: &impl PutEventsApi,
         limit_bytes: usize,
         policy: &RetryPolicy,
         deadline: Instant,
@@ -219,7 +223,8 @@ impl<'a> Publishing<'a> {
             self.outcome.calls += 1;
             self.outcome.retried += request.iter().filter(|p| p.attempts > 0).count();
             let started = Instant::now();
-            let result = match tokio::time::timeout(budget, send(client, &request)).await {
+            let entries: Vec<&Prepared> = request.iter().map(|p| p.prepared).collect();
+            let result = match tokio::time::timeout(budget, client.put_entries(&entries)).await {
                 Ok(result) => result,
                 Err(_) => CallResult::Transient("client-side timeout".to_owned()),
             };
@@ -343,35 +348,57 @@ fn call_budget(policy: &RetryPolicy, deadline: Instant) -> Option<Duration> {
         .filter(|b| !b.is_zero())
 }
 
-async fn send(client: &Client, request: &[Pending<'_>]) -> CallResult {
-    let entries = request.iter().map(|p| p.prepared.entry.clone()).collect();
-    match client.put_events().set_entries(Some(entries)).send().await {
-        Ok(output) => {
-            let results = output.entries();
-            if results.len() != request.len() {
-                // Which entries were published is unknown: send them all again (duplicates
-                // carry the same event id).
-                return CallResult::Transient(format!(
-                    "PutEvents answered {} results for {} entries",
-                    results.len(),
-                    request.len()
-                ));
-            }
-            CallResult::Entries(
-                results
-                    .iter()
-                    .map(|r| {
-                        r.error_code().map(|code| {
-                            (
-                                code.to_owned(),
-                                r.error_message().unwrap_or_default().to_owned(),
-                            )
-                        })
+/// A PutEvents client: one call with the given entries, in order, read into a [`CallResult`].
+///
+/// The relay binary publishes with its own client ([`crate::wire::SignedClient`]); the SDK's
+/// client serves the operator's replay, the dev trigger and the tests' scripted bus. Both read
+/// the same outcomes through [`entry_results`] and [`call_failed`].
+pub trait PutEventsApi {
+    fn put_entries(&self, entries: &[&Prepared]) -> impl Future<Output = CallResult>;
+}
+
+impl PutEventsApi for Client {
+    async fn put_entries(&self, entries: &[&Prepared]) -> CallResult {
+        let request = entries.iter().map(|p| p.entry.clone()).collect();
+        match self.put_events().set_entries(Some(request)).send().await {
+            Ok(output) => entry_results(
+                entries.len(),
+                output.entries().iter().map(|r| {
+                    r.error_code().map(|code| {
+                        let message = r.error_message().unwrap_or_default();
+                        (code.to_owned(), message.to_owned())
                     })
-                    .collect(),
-            )
+                }),
+            ),
+            Err(err) => classify(&err),
         }
-        Err(err) => classify(&err),
+    }
+}
+
+/// The per-entry outcome of a call that sent `sent` entries, from its result entries in order
+/// (each `Some((code, message))` for a failed one).
+pub fn entry_results(
+    sent: usize,
+    results: impl ExactSizeIterator<Item = Option<(String, String)>>,
+) -> CallResult {
+    if results.len() != sent {
+        // Which entries were published is unknown: send them all again (duplicates carry the
+        // same event id).
+        return CallResult::Transient(format!(
+            "PutEvents answered {} results for {sent} entries",
+            results.len()
+        ));
+    }
+    CallResult::Entries(results.collect())
+}
+
+/// A call that failed as a whole, by its error code and HTTP status: worth another call when
+/// the code is a transient one or the status says so (5xx, 429), final otherwise.
+pub fn call_failed(code: String, message: String, status: u16) -> CallResult {
+    if TRANSIENT_CALL_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
+        CallResult::Transient(code)
+    } else {
+        CallResult::Terminal(code, message)
     }
 }
 
@@ -384,13 +411,8 @@ fn classify(err: &SdkError<PutEventsError>) -> CallResult {
                 .or(err.is_internal_exception().then_some("InternalException"))
                 .unwrap_or("Unknown")
                 .to_owned();
-            let status = ctx.raw().status().as_u16();
-            if TRANSIENT_CALL_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
-                CallResult::Transient(code)
-            } else {
-                let message = err.message().unwrap_or_default().to_owned();
-                CallResult::Terminal(code, message)
-            }
+            let message = err.message().unwrap_or_default().to_owned();
+            call_failed(code, message, ctx.raw().status().as_u16())
         }
         SdkError::TimeoutError(_) => CallResult::Transient("TimeoutError".to_owned()),
         SdkError::DispatchFailure(_) => CallResult::Transient("DispatchFailure".to_owned()),

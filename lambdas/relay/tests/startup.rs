@@ -45,3 +45,19 @@ fn an_invalid_variable_is_one_json_error_line_naming_it() {
     let error = line["fields"]["error"].as_str().unwrap_or_default();
     assert!(error.contains(outbox_contract::env::EVENTS), "{line}");
 }
+
+#[test]
+fn no_region_is_one_json_error_line_at_start_not_a_failure_per_call() {
+    let events = r#"[{"change":"INSERT","source":"s","detailType":"d","payload":"newImage"}]"#;
+    let (code, stdout, stderr) = start_with(&[
+        (outbox_contract::env::BUS_NAME, "bus"),
+        (outbox_contract::env::EVENTS, events),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    assert_eq!(code, Some(1));
+    let line = the_one_error_line(&stdout, &stderr);
+    let error = line["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("AWS_REGION"), "{line}");
+}
