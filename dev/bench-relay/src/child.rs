@@ -42,7 +42,8 @@ pub struct Relay {
 
 impl Relay {
     /// Starts `bootstrap` as Lambda would: the runtime API address, the function's identity,
-    /// credentials and region in the environment, and nothing else of the harness's.
+    /// credentials and region, the relay's configuration as the operator sets it, and nothing
+    /// else of the harness's.
     pub fn start(
         bootstrap: &Path,
         runtime_api: SocketAddr,
@@ -69,6 +70,8 @@ impl Relay {
             .env("TZ", ":UTC")
             .env("OUTBOX_BUS_NAME", "users")
             .env("OUTBOX_EVENTS", EVENTS)
+            // As the operator deploys it: the relay then also writes its EMF metrics line.
+            .env("OUTBOX_PIPELINE", "bench/users")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
