@@ -66,6 +66,8 @@ struct Clients {
     dynamodb: aws_sdk_dynamodb::Client,
     streams: aws_sdk_dynamodbstreams::Client,
     events: aws_sdk_eventbridge::Client,
+    /// The relay's own PutEvents client, the one the deployed relay publishes with.
+    relay_events: outbox_relay::wire::SignedClient,
     sqs: aws_sdk_sqs::Client,
     s3: aws_sdk_s3::Client,
 }
@@ -112,6 +114,7 @@ async fn main() -> Result<()> {
         dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
         streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
         events: aws_sdk_eventbridge::Client::new(&sdk),
+        relay_events: outbox_relay::wire::SignedClient::from_sdk(&sdk).await?,
         sqs: aws_sdk_sqs::Client::new(&sdk),
         // Path-style addressing, as the engine uses against an emulator.
         s3: aws_sdk_s3::Client::from_conf(
@@ -212,7 +215,7 @@ async fn run(
         config.bus_name = format!("{}-unreachable", config.bus_name);
     }
     let pipeline = config.pipeline.clone();
-    let relay = Relay::new(config, c.events.clone(), RetryPolicy::default());
+    let relay = Relay::new(config, c.relay_events.clone(), RetryPolicy::default());
     let invocation = Invocation {
         deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         trace_header: None,

@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{
 use outbox_consumer::UserEvent;
 use outbox_contract::{EventMapping, RelayConfig};
 use outbox_local_trigger::{Tap, read_stream, receive_events, to_lambda_event};
+use outbox_relay::wire::SignedClient;
 use outbox_relay::{Invocation, Relay, RetryPolicy};
 use serde_json::{Value, json};
 
@@ -227,7 +228,9 @@ async fn each_entity_of_one_table_reaches_its_consumer_as_its_own_event_with_onl
         pipeline: None,
     };
     config.validate().expect("valid");
-    let relay = Relay::new(config, events.clone(), RetryPolicy::default());
+    // The relay's own PutEvents client, as the deployed relay publishes, against the emulator.
+    let client = SignedClient::from_sdk(&sdk).await.expect("client");
+    let relay = Relay::new(config, client, RetryPolicy::default());
     let invocation = Invocation {
         deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         trace_header: None,

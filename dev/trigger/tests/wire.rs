@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::types::{
 use outbox_consumer::UserEvent;
 use outbox_contract::{ChangeType, EventMapping, Payload, RelayConfig};
 use outbox_local_trigger::{Tap, read_stream, receive_events, to_lambda_event};
+use outbox_relay::wire::SignedClient;
 use outbox_relay::{Invocation, Relay, RetryPolicy};
 use outbox_writer::{Writer, WriterConfig};
 use serde_json::{Value, json};
@@ -207,7 +208,9 @@ async fn writer_to_consumer_through_table_stream_relay_bus_and_queue() {
         pipeline: None,
     };
     config.validate().expect("valid relay config");
-    let relay = Relay::new(config, events.clone(), RetryPolicy::default());
+    // The relay's own PutEvents client, as the deployed relay publishes, against the emulator.
+    let client = SignedClient::from_sdk(&sdk).await.expect("client");
+    let relay = Relay::new(config, client, RetryPolicy::default());
     let invocation = Invocation {
         deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         trace_header: Some("Root=1-6770a000-0123456789abcdef01234567;Sampled=1".into()),
