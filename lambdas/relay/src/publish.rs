@@ -26,20 +26,6 @@ const TRANSIENT_CALL_CODES: [&str; 6] = [
     "RequestTimeout",
 ];
 
-/// The EventBridge client the relay publishes with. The relay retries itself (per entry, with
-/// backoff, within the invocation deadline), so the SDK's own retries are off; it also bounds
-/// each call by the time left, so the SDK's stalled-stream watch (a timer polled with every body
-/// chunk) is off too.
-pub fn eventbridge_client(sdk: &aws_config::SdkConfig) -> Client {
-    let config = aws_sdk_eventbridge::config::Builder::from(sdk)
-        .retry_config(aws_sdk_eventbridge::config::retry::RetryConfig::disabled())
-        .stalled_stream_protection(
-            aws_sdk_eventbridge::config::StalledStreamProtectionConfig::disabled(),
-        )
-        .build();
-    Client::from_conf(config)
-}
-
 /// How hard to retry.
 ///
 /// After a call that published **some** entries while others failed retryably (throttled), the
