@@ -99,6 +99,11 @@ impl SignedClient {
         let uri: http::Uri = endpoint
             .parse()
             .map_err(|e| WireError::Endpoint(format!("{endpoint:?}: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("https" | "http")) {
+            return Err(WireError::Endpoint(format!(
+                "{endpoint:?} is not an http:// or https:// URL"
+            )));
+        }
         let host = uri
             .authority()
             .ok_or_else(|| WireError::Endpoint(format!("{endpoint:?} names no host")))?
@@ -336,6 +341,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(china, "https://events.cn-north-1.amazonaws.com.cn");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_is_no_http_url_is_an_error_naming_it() {
+        for endpoint in ["not a url", "localhost:4566", "ftp://127.0.0.1/"] {
+            let sdk = sdk()
+                .endpoint_url(endpoint)
+                .credentials_provider(SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("AKID", "secret", None, None, "t"),
+                ))
+                .build();
+            let error = SignedClient::from_sdk(&sdk).await.expect_err(endpoint);
+            assert!(error.to_string().contains(endpoint), "{error}");
+        }
     }
 
     #[test]
