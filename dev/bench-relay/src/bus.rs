@@ -29,14 +29,19 @@ pub struct BusStats {
 
 pub struct Bus {
     throttle: f64,
+    /// Entries' Detail is not the contract's (another relay, e.g. the AWS sample's): count them,
+    /// record nothing to check.
+    opaque: bool,
     state: Mutex<(StdRng, BusStats)>,
 }
 
 impl Bus {
-    /// `throttle` is the probability, in [0, 1], that an entry is throttled.
-    pub fn new(throttle: f64, seed: u64) -> Arc<Self> {
+    /// `throttle` is the probability, in [0, 1], that an entry is throttled; `opaque`: the
+    /// entries' Detail is not the contract's event (nothing is recorded for the checks).
+    pub fn new(throttle: f64, seed: u64, opaque: bool) -> Arc<Self> {
         Arc::new(Bus {
             throttle: throttle.clamp(0.0, 1.0),
+            opaque,
             state: Mutex::new((StdRng::seed_from_u64(seed), BusStats::default())),
         })
     }
@@ -92,11 +97,18 @@ impl Bus {
                 );
                 continue;
             }
+            let n = stats.published.len();
+            if self.opaque {
+                stats.published.push((n.to_string(), String::new()));
+                results.push(format!(
+                    r#"{{"EventId":"00000000-0000-4000-8000-{n:012x}"}}"#
+                ));
+                continue;
+            }
             let Ok(detail) = serde_json::from_str::<Detail>(&entry.detail) else {
                 stats.bad_requests += 1;
                 return None;
             };
-            let n = stats.published.len();
             stats
                 .published
                 .push((detail.sequence_number, detail.keys.to_string()));
@@ -148,7 +160,7 @@ mod tests {
 
     #[test]
     fn every_entry_gets_a_result_and_only_throttled_ones_fail() {
-        let bus = Bus::new(0.5, 7);
+        let bus = Bus::new(0.5, 7, false);
         let answer: serde_json::Value = serde_json::from_str(
             &bus.answer(request(&["1", "2", "3", "4"]).as_bytes())
                 .unwrap(),
@@ -171,10 +183,23 @@ mod tests {
 
     #[test]
     fn without_throttling_everything_is_published_in_order() {
-        let bus = Bus::new(0.0, 7);
+        let bus = Bus::new(0.0, 7, false);
         bus.answer(request(&["1", "2"]).as_bytes()).unwrap();
         let seqs: Vec<String> = bus.stats().published.into_iter().map(|p| p.0).collect();
         assert_eq!(seqs, ["1", "2"]);
         assert!(bus.answer(b"{}").is_none());
+    }
+
+    #[test]
+    fn an_opaque_bus_counts_entries_whatever_their_detail() {
+        let body = r#"{"Entries":[{"Source":"s","DetailType":"d","Detail":"{\"name\":\"x\"}"}]}"#;
+        assert!(Bus::new(0.0, 7, false).answer(body.as_bytes()).is_none());
+        let bus = Bus::new(0.0, 7, true);
+        assert!(bus.answer(body.as_bytes()).unwrap().contains("EventId"));
+        let stats = bus.stats();
+        assert_eq!(
+            (stats.calls, stats.entries, stats.published.len()),
+            (1, 1, 1)
+        );
     }
 }

@@ -42,6 +42,11 @@ struct Args {
     /// around it as --bootstrap, e.g. a script running `strace -c -f`).
     #[arg(long)]
     exit: bool,
+    /// The bootstrap is not our relay and its events are not the contract's (e.g. the AWS
+    /// sample's relay, for a comparison on the same harness): count what it publishes, skip the
+    /// lossless and per-item order checks.
+    #[arg(long)]
+    opaque_detail: bool,
     /// Print every run, not just the medians.
     #[arg(long)]
     verbose: bool,
@@ -77,6 +82,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                     timeout: Duration::from_millis(args.timeout_ms),
                     rust_log: args.rust_log.clone(),
                     exit_when_done: args.exit,
+                    opaque_detail: args.opaque_detail,
                 };
                 let m = run(&scenario, records.clone())
                     .await

@@ -18,6 +18,7 @@ async fn relay_run(batch_size: usize, throttle: f64) -> outbox_bench_relay::Meas
         timeout: Duration::from_secs(10),
         rust_log: None,
         exit_when_done: false,
+        opaque_detail: false,
     };
     // `run` fails unless the run was lossless, in per-item order and in time.
     run(&scenario, Arc::new(Records::users(600)))
