@@ -87,7 +87,7 @@ impl Invocation {
 
 /// The relay: its configuration and PutEvents client, built once per execution environment.
 /// The binary publishes with [`wire::SignedClient`]; the SDK's client is the default, for the
-/// dev trigger and the tests.
+/// operator's replay and the tests.
 #[derive(Clone, Debug)]
 pub struct Relay<C = aws_sdk_eventbridge::Client> {
     config: RelayConfig,

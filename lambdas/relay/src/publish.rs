@@ -336,9 +336,10 @@ fn call_budget(policy: &RetryPolicy, deadline: Instant) -> Option<Duration> {
 
 /// A PutEvents client: one call with the given entries, in order, read into a [`CallResult`].
 ///
-/// The relay binary publishes with its own client ([`crate::wire::SignedClient`]); the SDK's
-/// client serves the operator's replay, the dev trigger and the tests' scripted bus. Both read
-/// the same outcomes through [`entry_results`] and [`call_failed`].
+/// The relay binary (and `make demo`'s local trigger) publishes with its own client
+/// ([`crate::wire::SignedClient`]); the SDK's client serves the operator's replay and the
+/// tests' scripted bus. Both read the same outcomes through [`entry_results`] and
+/// [`call_failed`].
 pub trait PutEventsApi {
     fn put_entries(&self, entries: &[&Prepared]) -> impl Future<Output = CallResult>;
 }
