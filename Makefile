@@ -49,7 +49,7 @@ lambdas: venv ## build the writer, relay and consumer zips into $(ARTIFACTS)/<ar
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ARTIFACTS="$(ARTIFACTS)" scripts/build-lambdas.sh
 
 .PHONY: bench-relay
-bench-relay: ## relay benchmark: release bootstrap vs a local runtime API and PutEvents (10k records, batch 10/100, 0%/5% throttled)
+bench-relay: ## relay benchmark: release bootstrap vs a local runtime API and PutEvents (10k records, batch 10/100, 0%/5% throttled, spread and on one CPU)
 	cargo build --profile lambda -q -p outbox-relay
 	cargo build --profile lambda -q -p outbox-bench-relay
 	$(CARGO_TARGET_DIR)/lambda/outbox-bench-relay --bootstrap $(CARGO_TARGET_DIR)/lambda/relay $(BENCH_ARGS)

@@ -11,6 +11,7 @@
 
 pub mod bus;
 pub mod child;
+pub mod cpu;
 pub mod records;
 pub mod runtime_api;
 
@@ -47,6 +48,8 @@ pub struct Scenario {
     /// relay, for a comparison): PutEvents counts its entries and the lossless and order checks
     /// are skipped.
     pub opaque_detail: bool,
+    /// Run the harness and the relay on one CPU ([`cpu`]).
+    pub same_cpu: bool,
 }
 
 /// What one run measured.
@@ -77,6 +80,11 @@ impl Measurement {
 
 /// Runs `scenario` over `records` and checks the result.
 pub async fn run(scenario: &Scenario, records: Arc<Records>) -> anyhow::Result<Measurement> {
+    let _pinned = if scenario.same_cpu {
+        Some(cpu::Pinned::first_cpu()?)
+    } else {
+        None
+    };
     let api = RuntimeApi::new(
         records.clone(),
         scenario.batch_size,

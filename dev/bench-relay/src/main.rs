@@ -47,6 +47,11 @@ struct Args {
     /// lossless and per-item order checks.
     #[arg(long)]
     opaque_detail: bool,
+    /// Where the harness and the relay run, one table row each: `spread` (wherever the
+    /// scheduler puts them, so they wake each other across CPUs) and `same` (both pinned to one
+    /// CPU, as a small Lambda function and the Runtime API server share a fraction of a vCPU).
+    #[arg(long, env = "BENCH_RELAY_CPUS", value_delimiter = ',', default_values_t = [Cpus::Spread, Cpus::Same])]
+    cpus: Vec<Cpus>,
     /// Print every run, not just the medians.
     #[arg(long)]
     verbose: bool,
@@ -70,42 +75,74 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args.timeout_ms
     );
     println!("{}", Row::header());
-    for &batch_size in &args.batch {
-        for &throttle in &args.throttle {
-            let mut runs = Vec::with_capacity(args.runs);
-            for k in 0..args.runs.max(1) {
-                let scenario = Scenario {
-                    bootstrap: args.bootstrap.clone(),
-                    batch_size,
-                    throttle,
-                    seed: args.seed + k as u64,
-                    timeout: Duration::from_millis(args.timeout_ms),
-                    rust_log: args.rust_log.clone(),
-                    exit_when_done: args.exit,
-                    opaque_detail: args.opaque_detail,
-                };
-                let m = run(&scenario, records.clone())
-                    .await
-                    .with_context(|| format!("batch {batch_size}, throttle {throttle}, run {k}"))?;
-                if args.verbose {
-                    println!(
-                        "{}",
-                        Row::of(batch_size, throttle, std::slice::from_ref(&m)).line()
-                    );
-                }
-                for problem in &m.problems {
-                    eprintln!("  relay log: {problem}");
-                }
-                runs.push(m);
+    for &cpus in &args.cpus {
+        for &batch_size in &args.batch {
+            for &throttle in &args.throttle {
+                let runs = scenario_runs(&args, &records, cpus, batch_size, throttle).await?;
+                println!("{}", Row::of(cpus, batch_size, throttle, &runs).line());
             }
-            println!("{}", Row::of(batch_size, throttle, &runs).line());
         }
     }
     Ok(())
 }
 
+/// The runs of one scenario (each printed with --verbose).
+async fn scenario_runs(
+    args: &Args,
+    records: &Arc<Records>,
+    cpus: Cpus,
+    batch_size: usize,
+    throttle: f64,
+) -> anyhow::Result<Vec<Measurement>> {
+    let mut runs = Vec::with_capacity(args.runs);
+    for k in 0..args.runs.max(1) {
+        let scenario = Scenario {
+            bootstrap: args.bootstrap.clone(),
+            batch_size,
+            throttle,
+            seed: args.seed + k as u64,
+            timeout: Duration::from_millis(args.timeout_ms),
+            rust_log: args.rust_log.clone(),
+            exit_when_done: args.exit,
+            opaque_detail: args.opaque_detail,
+            same_cpu: cpus == Cpus::Same,
+        };
+        let m = run(&scenario, records.clone()).await.with_context(|| {
+            format!("{cpus:?} CPUs, batch {batch_size}, throttle {throttle}, run {k}")
+        })?;
+        if args.verbose {
+            let row = Row::of(cpus, batch_size, throttle, std::slice::from_ref(&m));
+            println!("{}", row.line());
+        }
+        for problem in &m.problems {
+            eprintln!("  relay log: {problem}");
+        }
+        runs.push(m);
+    }
+    Ok(runs)
+}
+
+/// Where the harness and the relay run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Cpus {
+    /// Wherever the scheduler puts them.
+    Spread,
+    /// Both on one CPU.
+    Same,
+}
+
+impl std::fmt::Display for Cpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cpus::Spread => "spread",
+            Cpus::Same => "same",
+        })
+    }
+}
+
 /// One line of the table: the median of each figure over the runs.
 struct Row {
+    cpus: Cpus,
     batch: usize,
     throttle: f64,
     cpu_us: f64,
@@ -125,7 +162,8 @@ struct Row {
 impl Row {
     fn header() -> String {
         format!(
-            "{:>5} {:>6} {:>10} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>9} {:>8} {:>8} {:>7}",
+            "{:>6} {:>5} {:>6} {:>10} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>9} {:>8} {:>8} {:>7}",
+            "cpus",
             "batch",
             "thrtl",
             "cpu µs/rec",
@@ -142,9 +180,10 @@ impl Row {
         )
     }
 
-    fn of(batch: usize, throttle: f64, runs: &[Measurement]) -> Row {
+    fn of(cpus: Cpus, batch: usize, throttle: f64, runs: &[Measurement]) -> Row {
         let f = |get: &dyn Fn(&Measurement) -> f64| median(runs.iter().map(get).collect());
         Row {
+            cpus,
             batch,
             throttle,
             cpu_us: f(&|m| m.cpu_us_per_record()),
@@ -169,7 +208,8 @@ impl Row {
             String::new()
         };
         format!(
-            "{:>5} {:>5.0}% {:>10.1} {:>8.2} {:>7.0}ms {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>9.0} {:>8.0} {:>8.1} {:>7.1}{stopped}",
+            "{:>6} {:>5} {:>5.0}% {:>10.1} {:>8.2} {:>7.0}ms {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>9.0} {:>8.0} {:>8.1} {:>7.1}{stopped}",
+            self.cpus.to_string(),
             self.batch,
             self.throttle * 100.0,
             self.cpu_us,

@@ -19,6 +19,7 @@ async fn relay_run(batch_size: usize, throttle: f64) -> outbox_bench_relay::Meas
         rust_log: None,
         exit_when_done: false,
         opaque_detail: false,
+        same_cpu: false,
     };
     // `run` fails unless the run was lossless, in per-item order and in time.
     run(&scenario, Arc::new(Records::users(600)))
