@@ -185,25 +185,7 @@ async fn run(
     }
 
     // 2. The event source mapping: the stream's records, filtered like the mapping filters.
-    let filter = c
-        .lambda
-        .get_event_source_mapping()
-        .uuid(mapping)
-        .send()
-        .await
-        .context("GetEventSourceMapping")?
-        .filter_criteria
-        .map(|f| {
-            f.filters()
-                .iter()
-                .filter_map(|p| p.pattern().map(str::to_owned))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let names = trigger::filtered_event_names(&filter)?;
-    let records = trigger::read_stream(&c.streams, stream_arn).await?;
-    let mut batch = trigger::to_lambda_event(&records, stream_arn)?;
-    trigger::apply_filter(&mut batch, names.as_deref());
+    let batch = mapped_batch(c, stream_arn, mapping).await?;
 
     // 3. The relay, configured from its deployed environment.
     let relay_fn = field(status, "relayFunctionArn")?;
@@ -243,6 +225,35 @@ async fn run(
     }
     // 4. The rule's delivery, through the tap, to the consumer's handler.
     deliver(&c.sqs, &tap.queue_url, report.published).await
+}
+
+/// The stream's records as the event source mapping hands them to the relay: filtered by the
+/// mapping's filter criteria.
+async fn mapped_batch(
+    c: &Clients,
+    stream_arn: &str,
+    mapping: &str,
+) -> Result<aws_lambda_events::event::dynamodb::Event> {
+    let filter = c
+        .lambda
+        .get_event_source_mapping()
+        .uuid(mapping)
+        .send()
+        .await
+        .context("GetEventSourceMapping")?
+        .filter_criteria
+        .map(|f| {
+            f.filters()
+                .iter()
+                .filter_map(|p| p.pattern().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let names = trigger::filtered_event_names(&filter)?;
+    let records = trigger::read_stream(&c.streams, stream_arn).await?;
+    let mut batch = trigger::to_lambda_event(&records, stream_arn)?;
+    trigger::apply_filter(&mut batch, names.as_deref());
+    Ok(batch)
 }
 
 /// After the relay failed, what the event source mapping does once its retries are exhausted:
