@@ -3,9 +3,9 @@
 //! Unpinned, every exchange between the relay and the harness (a runtime API request, a
 //! PutEvents call, a log line) wakes a process on the other CPU, and on this kind of VM the
 //! inter-processor interrupt and the idle CPU's wake-up are charged to the sender's system time:
-//! a third of the relay's CPU, and the part that swings most with the host. On one CPU the
-//! wake-up is local, as between a Lambda function and the Runtime API server when they share
-//! the fraction of a vCPU a small function gets (docs/data-plane.md, *Cost*).
+//! a fifth of the relay's CPU, and the part that swings most with the host. On one CPU the
+//! wake-up is local, as between a Lambda function of up to 1,769 MB (one vCPU) and the Runtime
+//! API server in its microVM (docs/data-plane.md, *Cost*).
 
 use anyhow::{Context as _, bail};
 

@@ -49,7 +49,8 @@ struct Args {
     opaque_detail: bool,
     /// Where the harness and the relay run, one table row each: `spread` (wherever the
     /// scheduler puts them, so they wake each other across CPUs) and `same` (both pinned to one
-    /// CPU, as a small Lambda function and the Runtime API server share a fraction of a vCPU).
+    /// CPU, as a Lambda function of up to 1,769 MB, one vCPU, and the Runtime API server in its
+    /// microVM).
     #[arg(long, env = "BENCH_RELAY_CPUS", value_delimiter = ',', default_values_t = [Cpus::Spread, Cpus::Same])]
     cpus: Vec<Cpus>,
     /// Print every run, not just the medians.
