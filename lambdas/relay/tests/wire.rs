@@ -49,6 +49,16 @@ async fn answer(State(endpoint): State<Shared>, headers: HeaderMap, body: Bytes)
     response
 }
 
+/// Sets what the endpoint answers next, in turn.
+fn script(endpoint: &Shared, answers: Vec<Answer>) {
+    endpoint.lock().unwrap().answers = answers.into();
+}
+
+/// The requests the endpoint received since the last call.
+fn take_received(endpoint: &Shared) -> Vec<(HeaderMap, Bytes)> {
+    std::mem::take(&mut endpoint.lock().unwrap().received)
+}
+
 async fn endpoint() -> (String, Shared) {
     let shared = Shared::default();
     let router = axum::Router::new()
@@ -128,7 +138,7 @@ const OK_3: &str =
 #[tokio::test]
 async fn both_clients_send_the_same_request_for_the_same_entries() {
     let (url, endpoint) = endpoint().await;
-    endpoint.lock().unwrap().answers = vec![(200, vec![], OK_3); 2].into();
+    script(&endpoint, vec![(200, vec![], OK_3); 2]);
     let entries = entries();
     let refs: Vec<&Prepared> = entries.iter().collect();
     let provider = SharedCredentialsProvider::new(credentials(Some("TOKEN"), None));
@@ -137,7 +147,7 @@ async fn both_clients_send_the_same_request_for_the_same_entries() {
     assert_eq!(sdk, CallResult::Entries(vec![None; 3]));
     assert_eq!(ours, sdk);
 
-    let received = std::mem::take(&mut endpoint.lock().unwrap().received);
+    let received = take_received(&endpoint);
     let [(sdk_headers, sdk_body), (our_headers, our_body)] = &received[..] else {
         panic!("two requests, got {}", received.len());
     };
@@ -193,7 +203,7 @@ async fn both_clients_read_each_kind_of_response_alike() {
     let ours = signed_client(&url, provider);
     for (answer, expected) in cases {
         let (status, body) = (answer.0, answer.2);
-        endpoint.lock().unwrap().answers = vec![answer.clone(), answer].into();
+        script(&endpoint, vec![answer.clone(), answer]);
         let by_sdk = sdk.put_entries(&refs).await;
         let by_ours = ours.put_entries(&refs).await;
         assert_eq!(by_sdk, expected, "SDK, {status} {body}");
@@ -204,7 +214,7 @@ async fn both_clients_read_each_kind_of_response_alike() {
 #[tokio::test]
 async fn an_unreadable_answer_or_no_answer_is_worth_another_call() {
     let (url, endpoint) = endpoint().await;
-    endpoint.lock().unwrap().answers = vec![(200, vec![], "<html>proxy</html>")].into();
+    script(&endpoint, vec![(200, vec![], "<html>proxy</html>")]);
     let entries = entries();
     let refs: Vec<&Prepared> = entries.iter().collect();
     let provider = SharedCredentialsProvider::new(credentials(None, None));
@@ -273,14 +283,14 @@ fn verify_signature(headers: &HeaderMap, body: &[u8]) {
 #[tokio::test]
 async fn the_signature_verifies_against_the_secret_key() {
     let (url, endpoint) = endpoint().await;
-    endpoint.lock().unwrap().answers = vec![(200, vec![], OK_3); 2].into();
+    script(&endpoint, vec![(200, vec![], OK_3); 2]);
     let entries = entries();
     let refs: Vec<&Prepared> = entries.iter().collect();
     for token in [Some("SESSION-TOKEN"), None] {
         let provider = SharedCredentialsProvider::new(credentials(token, None));
         signed_client(&url, provider).put_entries(&refs).await;
     }
-    let received = std::mem::take(&mut endpoint.lock().unwrap().received);
+    let received = take_received(&endpoint);
     assert_eq!(received.len(), 2);
     for (headers, body) in &received {
         verify_signature(headers, body);
@@ -318,7 +328,7 @@ async fn credentials_are_fetched_once_while_fresh_and_again_near_their_expiry() 
     let entries = entries();
     let refs: Vec<&Prepared> = entries.iter().collect();
     for (lifetime, expected_fetches) in [(3600, 1), (120, 3)] {
-        endpoint.lock().unwrap().answers = vec![(200, vec![], OK_3); 3].into();
+        script(&endpoint, vec![(200, vec![], OK_3); 3]);
         let calls = Arc::new(AtomicUsize::new(0));
         let provider = Counting {
             calls: calls.clone(),
@@ -329,7 +339,7 @@ async fn credentials_are_fetched_once_while_fresh_and_again_near_their_expiry() 
             client.put_entries(&refs).await;
         }
         assert_eq!(calls.load(Ordering::SeqCst), expected_fetches);
-        let received = std::mem::take(&mut endpoint.lock().unwrap().received);
+        let received = take_received(&endpoint);
         let last = received.last().unwrap().0["authorization"]
             .to_str()
             .unwrap();
