@@ -98,20 +98,16 @@ impl Bus {
                 continue;
             }
             let n = stats.published.len();
-            if self.opaque {
-                stats.published.push((n.to_string(), String::new()));
-                results.push(format!(
-                    r#"{{"EventId":"00000000-0000-4000-8000-{n:012x}"}}"#
-                ));
-                continue;
-            }
-            let Ok(detail) = serde_json::from_str::<Detail>(&entry.detail) else {
-                stats.bad_requests += 1;
-                return None;
+            let published = if self.opaque {
+                (n.to_string(), String::new())
+            } else {
+                let Ok(detail) = serde_json::from_str::<Detail>(&entry.detail) else {
+                    stats.bad_requests += 1;
+                    return None;
+                };
+                (detail.sequence_number, detail.keys.to_string())
             };
-            stats
-                .published
-                .push((detail.sequence_number, detail.keys.to_string()));
+            stats.published.push(published);
             results.push(format!(
                 r#"{{"EventId":"00000000-0000-4000-8000-{n:012x}"}}"#
             ));
